@@ -1,0 +1,46 @@
+# `make demo` and `make test` each work alone from a fresh clone: they create .venv,
+# install the pinned dependencies (torch first), and apt-install tesseract when root.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TQDM_DISABLE := 1
+
+.PHONY: demo test lint install system tiny-model bench clean
+
+demo: install system
+	$(BIN)/capflow demo
+
+test: install system
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install system
+	$(BIN)/python bench/engine.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch torchvision
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+# Tesseract powers the OCR tool agent; without it the engine warns and runs without OCR.
+system:
+	@if ! command -v tesseract >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null) \
+	      || echo "warning: could not install tesseract-ocr; OCR agents run without grounding"; \
+	  else echo "warning: tesseract not found; run 'sudo apt-get install tesseract-ocr' for OCR"; fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .capflow .pytest_cache .ruff_cache

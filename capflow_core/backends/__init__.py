@@ -1,0 +1,32 @@
+"""Inference backends behind one async protocol (see ``base.py``)."""
+
+from __future__ import annotations
+
+from capflow_core.backends.base import Backend
+from capflow_core.config import Config, OpenAIModel, TransformersModel
+
+
+def make_backend(spec: TransformersModel | OpenAIModel) -> Backend:
+    """A backend for one model spec. Nothing is loaded or contacted until first use."""
+    if isinstance(spec, TransformersModel):
+        from capflow_core.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(spec)
+    from capflow_core.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(spec)
+
+
+def backends_for(
+    config: Config, roles: tuple[str, ...] = ("vlm", "llm", "judge", "eval_judge")
+) -> dict[str, Backend]:
+    """One backend per role; roles with an identical spec share one instance (one model)."""
+    shared: dict[str, Backend] = {}
+    out: dict[str, Backend] = {}
+    for role in roles:
+        spec = config.role(role)
+        key = spec.model_dump_json()
+        if key not in shared:
+            shared[key] = make_backend(spec)
+        out[role] = shared[key]
+    return out

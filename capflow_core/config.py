@@ -1,0 +1,287 @@
+"""Typed configuration, loaded from YAML and validated in one place.
+
+Rule (ARCHITECTURE.md §5): an explicit path wins, else ``$CAPFLOW_CONFIG``, else the packaged
+``configs/tiny.yaml``. Relative paths in a config resolve against the config file's folder;
+a model value is a path when it starts with ``/``, ``./``, ``../`` or ``~``, else a hub id.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from capflow_core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGED_CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = PACKAGED_CONFIG_DIR / "tiny.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformersModel(_Strict):
+    """A model run in-process with transformers (CPU or one GPU)."""
+
+    backend: Literal["transformers"]
+    model: str = Field(description="hub id or local folder")
+    revision: str | None = None
+    build_tiny: bool = Field(False, description="build the tiny offline model here if missing")
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+
+class Endpoint(_Strict):
+    """One OpenAI-compatible server (``vllm serve`` in production)."""
+
+    url: str = Field(pattern=r"^https?://")
+    structured_outputs: Literal["vllm", "json_schema", "none"] = "vllm"
+    video: Literal["video_url", "frames", "none"] = "video_url"
+    max_inflight: Annotated[int, Field(ge=1, le=4096)] = 64
+    gpus: Annotated[int, Field(ge=0)] = 1
+
+
+class OpenAIModel(_Strict):
+    """A model behind one or more OpenAI-compatible endpoints."""
+
+    backend: Literal["openai"]
+    model: str = Field(description="the served model name")
+    revision: str | None = None
+    adapter: str | None = Field(None, description="LoRA adapter name served by vLLM")
+    endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+    api_key_env: str | None = Field(None, description="name of the env var holding the key")
+    timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    max_retries: Annotated[int, Field(ge=0, le=50)] = 6
+    backoff_s: Annotated[float, Field(ge=0)] = 0.5
+    max_backoff_s: Annotated[float, Field(ge=0)] = 20.0
+
+
+ModelSpec = Annotated[TransformersModel | OpenAIModel, Field(discriminator="backend")]
+
+
+class Models(_Strict):
+    """Model roles: ``vlm`` (router, agents, single mode), ``llm`` (summary), ``judge``."""
+
+    vlm: ModelSpec
+    llm: ModelSpec
+    judge: ModelSpec
+    eval_judge: ModelSpec | None = None
+
+
+class Generation(_Strict):
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_tokens_cap: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="caps every agent's max_tokens (tiny model: keep it small)"
+    )
+    seed: int = 0
+
+
+class AcceptRule(_Strict):
+    """A caption is accepted when every criterion >= min_each (and the mean >= min_mean)."""
+
+    min_each: Annotated[int, Field(ge=1, le=3)] = 3
+    min_mean: Annotated[float, Field(ge=1, le=3)] | None = None
+
+    def describe(self) -> str:
+        rule = f"min_each>={self.min_each}"
+        return rule if self.min_mean is None else f"{rule},min_mean>={self.min_mean:g}"
+
+    def accepts(self, scores: dict[str, int]) -> bool:
+        values = list(scores.values())
+        if not values or min(values) < self.min_each:
+            return False
+        return self.min_mean is None or sum(values) / len(values) >= self.min_mean
+
+
+class JudgeConfig(_Strict):
+    accept: AcceptRule = AcceptRule()
+
+
+class RouterConfig(_Strict):
+    enabled: bool = True
+    video_domain: str = "video_temporal"
+
+
+class CaptionerConfig(_Strict):
+    mode: Literal["capflow", "single"] = "capflow"
+
+
+class VideoConfig(_Strict):
+    sampler: Literal["pyav", "decord"] = "pyav"
+    num_frames: Annotated[int, Field(ge=1, le=512)] | None = 8
+    fps: Annotated[float, Field(gt=0, le=60)] | None = None
+    max_frames: Annotated[int, Field(ge=1, le=1024)] = 32
+    frame_max_side: Annotated[int, Field(ge=28, le=4096)] = Field(
+        768, description="sampled frames are downscaled so their longer side fits"
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> VideoConfig:
+        if (self.num_frames is None) == (self.fps is None):
+            raise ValueError("set exactly one of video.num_frames or video.fps")
+        return self
+
+
+class ImageConfig(_Strict):
+    max_pixels: Annotated[int, Field(ge=1)] = 178_956_970  # PIL's decompression-bomb limit
+
+
+class OCRConfig(_Strict):
+    enabled: bool = True
+    lang: str = "eng"
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_chars: Annotated[int, Field(ge=1)] = 4000
+
+
+class ApiPrice(_Strict):
+    """Prices of the commercial API we compare against (USD per million tokens)."""
+
+    name: str = "gpt-4.1"
+    usd_per_mtok_input: Annotated[float, Field(ge=0)] = 2.0
+    usd_per_mtok_output: Annotated[float, Field(ge=0)] = 8.0
+    image_tokens: Annotated[int, Field(ge=0)] = 765
+
+
+class CostConfig(_Strict):
+    usd_per_gpu_hour: Annotated[float, Field(ge=0)] = 3.5
+    gpus: Annotated[int, Field(ge=0)] = Field(1, description="GPUs behind in-process models")
+    api: ApiPrice = ApiPrice()
+
+
+class Concurrency(_Strict):
+    samples_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 32
+
+
+class StorageConfig(_Strict):
+    root: str = "../.capflow/data"
+
+
+class Config(_Strict):
+    """The whole configuration. ``source`` is the file it came from (None for inline)."""
+
+    models: Models
+    generation: Generation = Generation()
+    router: RouterConfig = RouterConfig()
+    judge: JudgeConfig = JudgeConfig()
+    captioner: CaptionerConfig = CaptionerConfig()
+    video: VideoConfig = VideoConfig()
+    image: ImageConfig = ImageConfig()
+    ocr: OCRConfig = OCRConfig()
+    cost: CostConfig = CostConfig()
+    concurrency: Concurrency = Concurrency()
+    storage: StorageConfig = StorageConfig()
+    registry: str | None = Field(
+        None, description="a user registry file overlaying the packaged one"
+    )
+    source: str | None = None
+
+    def role(self, name: str) -> TransformersModel | OpenAIModel:
+        """The model spec of a role; ``eval_judge`` falls back to ``judge``."""
+        if name == "eval_judge":
+            return self.models.eval_judge or self.models.judge
+        return getattr(self.models, name)
+
+
+def is_path_like(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def _resolve(value: str, base: Path) -> str:
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    if isinstance(data.get("registry"), str):
+        data["registry"] = _resolve(data["registry"], base)
+    storage = data.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("root"), str):
+        storage["root"] = _resolve(storage["root"], base)
+    elif storage is None:
+        data["storage"] = {"root": _resolve(StorageConfig().root, base)}
+    for spec in (data.get("models") or {}).values():
+        if isinstance(spec, dict) and is_path_like(str(spec.get("model", ""))):
+            spec["model"] = _resolve(spec["model"], base)
+    return data
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-")))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key; remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"  {loc}: required key is missing")
+        else:
+            got = e.get("input")
+            shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+            lines.append(f"  {loc}: {e['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def config_from_dict(
+    data: dict[str, Any], base: Path | None = None, where: str = "<inline>"
+) -> Config:
+    """Validate a config mapping; relative paths resolve against ``base`` (default: cwd)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {where}: expected a mapping at the top level")
+    data = _resolve_paths(_deep_copy(data), base or Path.cwd())
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Load and validate a config file (see the module docstring for which one).
+
+    Args:
+        path: the YAML file; None applies the ``$CAPFLOW_CONFIG`` / packaged default rule.
+        overrides: nested keys merged over the file's content before validation.
+    """
+    chosen = Path(path or os.environ.get("CAPFLOW_CONFIG") or DEFAULT_CONFIG).expanduser()
+    if not chosen.is_file():
+        raise ConfigError(
+            f"config file not found: {chosen}; pass --config PATH or set CAPFLOW_CONFIG "
+            f"(packaged: {', '.join(sorted(p.name for p in PACKAGED_CONFIG_DIR.glob('*.yaml')))})"
+        )
+    try:
+        data = yaml.safe_load(chosen.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in {chosen}: {err}") from None
+    if overrides:
+        data = deep_merge(data, overrides)
+    data["source"] = str(chosen.resolve())
+    return config_from_dict(data, chosen.resolve().parent, str(chosen))
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A new mapping: ``over``'s keys replace ``base``'s, recursing into nested mappings."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data

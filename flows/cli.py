@@ -1,0 +1,132 @@
+"""The `capflow` command line. Heavy imports happen inside commands: `--help` stays fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="capflow",
+    help=(
+        "CapFlow: caption images and videos with a multi-agent workflow of open-source "
+        "VLMs/LLMs (domain router -> functional agents -> summary -> judge).\n\n"
+        "Every command takes --config F (default: $CAPFLOW_CONFIG, else the packaged "
+        "configs/tiny.yaml, which runs a tiny offline model on the CPU)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config YAML (default: $CAPFLOW_CONFIG or configs/tiny.yaml)."
+    ),
+]
+
+EXIT_CONFIG = 2
+EXIT_INFRA = 3
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path | None, **overrides: object):  # -> Config (lazy import)
+    from capflow_core.config import load_config
+    from capflow_core.errors import ConfigError
+
+    try:
+        return load_config(config, overrides={k: v for k, v in overrides.items() if v} or None)
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_CONFIG) from None
+
+
+@app.command()
+def caption(
+    paths: Annotated[list[str], typer.Argument(help="Image/video files or fsspec URIs.")],
+    config: ConfigOpt = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Domain key for every input (skips routing), e.g. natural.")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="capflow (multi-agent workflow) or single (one VLM call).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write JSON lines here instead of standard output.")
+    ] = None,
+) -> None:
+    """Caption files; print one JSON record per input (the canonical record).
+
+    Exit status 0 when every input produced a record (a judge-rejected caption or a
+    corrupt file recorded with its error both count); 2 for a configuration problem;
+    3 when a model server could not be used.
+    """
+    from capflow_core.errors import ConfigError
+    from flows.runner import caption_files
+
+    if mode not in (None, "capflow", "single"):
+        raise _fail(f"--mode {mode!r}: use 'capflow' or 'single'", EXIT_CONFIG)
+    cfg = _load(config)
+    try:
+        records, _ = caption_files(cfg, paths, domain=domain, mode=mode, out=out)
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_CONFIG) from None
+    infra = [r for r in records if any(m.startswith("infrastructure:") for m in r.errors.values())]
+    if infra:
+        first = next(iter(infra[0].errors.values()))
+        raise _fail(f"{len(infra)} input(s) could not reach a model server: {first}", EXIT_INFRA)
+
+
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check tools (Tesseract, decord, PyAV), model folders and endpoints; say what to fix."""
+    from flows.doctor import run_doctor
+
+    cfg = _load(config)
+    ok = run_doctor(cfg)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+) -> None:
+    """Build the tiny random-weight Qwen2.5-VL used by tests and the demo (offline, seconds).
+
+    The build is deterministic: the same bytes every time, so its revision hash is stable.
+    """
+    from capflow_core.tiny_model import build_tiny_model, folder_revision
+
+    path = build_tiny_model(directory)
+    typer.echo(f"tiny model written to {path} (revision {folder_revision(path)[:12]})")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Sample folder (default: generated under .capflow/demo).")
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="Where records are written.")] = None,
+) -> None:
+    """Generate sample media, caption it with the CapFlow engine, print a summary."""
+    from flows.demo import run_demo
+
+    cfg = _load(config, storage={"root": str(root.resolve())} if root else None)
+    raise typer.Exit(run_demo(cfg, source))
+
+
+def main() -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # model-loading bars would bury our progress bar
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
