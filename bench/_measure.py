@@ -39,7 +39,7 @@ async def measure(
     engine, bare = [], []
     for i in range(repeats):
         gc.collect()
-        rec, before = recorder.start(), _batches(recorder)
+        rec, before = recorder.start(), _counters(recorder)
         started = time.perf_counter()
         records = await flow.acaption(samples, mode=mode)
         wall = time.perf_counter() - started
@@ -48,24 +48,31 @@ async def measure(
         planned = plan(rec, [s.uri for s in samples])
         del records
         gc.collect()
-        before = _batches(recorder)
+        before = _counters(recorder)
         wall, results = await replay(planned, in_flight)
         errors = sum(r.error is not None for r in results)
         bare.append(_stats(wall, len(samples), results, errors, recorder, before))
         print(
             f"  {mode} repeat {i + 1}/{repeats}: engine {engine[-1].wall_s:.2f} s, "
-            f"bare {bare[-1].wall_s:.2f} s, {engine[-1].calls} calls in "
-            f"{engine[-1].batches} / {bare[-1].batches} batches",
+            f"bare {bare[-1].wall_s:.2f} s, {engine[-1].calls} calls; batches "
+            f"{engine[-1].batches} / {bare[-1].batches}, decode steps "
+            f"{engine[-1].decode_steps} / {bare[-1].decode_steps}",
             flush=True,
         )
     return summarize(engine, bare)
 
 
-def _batches(recorder: Recorder) -> int | None:
-    """Generate calls so far over the real backends that count them (``stats.batches``)."""
-    stats = [getattr(b, "stats", None) for b in {id(b): b for b in recorder.real.values()}.values()]
-    counts = [getattr(s, "batches", None) for s in stats]
-    return None if None in counts else sum(counts)  # type: ignore[arg-type]
+def _counters(recorder: Recorder) -> tuple[int, int, float] | None:
+    """Generate calls, decode steps and busy seconds so far over the real backends, if known."""
+    unique = {id(b): b for b in recorder.real.values()}.values()
+    try:
+        return (
+            sum(b.stats.batches for b in unique),  # type: ignore[attr-defined]
+            sum(b.decode_steps for b in unique),  # type: ignore[attr-defined]
+            sum(b.busy_s for b in unique),  # type: ignore[attr-defined]
+        )
+    except AttributeError:
+        return None
 
 
 def _stats(
@@ -74,10 +81,13 @@ def _stats(
     results: list[Any],
     errors: int,
     recorder: Recorder,
-    before: int | None,
+    before: tuple[int, int, float] | None,
 ) -> RunStats:
     prompt = sum(r.prompt_tokens for r in results)
     completion = sum(r.completion_tokens for r in results)
-    after = _batches(recorder)
-    batches = None if before is None or after is None else after - before
-    return RunStats(wall, samples, len(results), prompt, completion, errors, batches)
+    stats = RunStats(wall, samples, len(results), prompt, completion, errors)
+    after = _counters(recorder)
+    if before is not None and after is not None:
+        stats.batches, stats.decode_steps = after[0] - before[0], after[1] - before[1]
+        stats.backend_idle_s = wall - (after[2] - before[2])
+    return stats

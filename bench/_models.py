@@ -9,10 +9,10 @@ prompt tokens as in the paper.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-from capflow_core.backends import backends_for
-from capflow_core.backends.base import Backend
+from capflow_core.backends.base import Backend, GenRequest, GenResult
 from capflow_core.backends.transformers_backend import TransformersBackend
 from capflow_core.config import (
     PACKAGED_CONFIG_DIR,
@@ -27,25 +27,42 @@ MEMORY_MODEL_ID = "random-weights/qwen2.5-vl-{size}-shape"
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 3136, 12_845_056
 
 
-def tiny_setup(overrides: dict[str, Any]) -> tuple[Config, dict[str, Backend]]:
-    """``configs/tiny.yaml`` (the tiny model, built on first use) with ``overrides`` merged in."""
-    config = load_config(PACKAGED_CONFIG_DIR / "tiny.yaml", overrides=overrides)
-    return config, backends_for(config)
+class CountingBackend(TransformersBackend):
+    """A :class:`TransformersBackend` that also counts decode steps and busy time.
 
-
-class PreloadedBackend(TransformersBackend):
-    """A :class:`TransformersBackend` around a model already in memory.
-
-    ``TransformersBackend`` only loads from a folder or hub id; the 7B-shaped model exists
-    only in GPU memory, so this subclass hands the backend a ready ``Runner`` instead.
+    One micro-batch runs until its longest row is done, so the steps a run costs are the sum
+    over batches of the longest reply; rows of mixed lengths in one batch waste steps. Busy
+    time is the time spent inside micro-batches (the model runs one at a time).
     """
 
-    def __init__(self, spec: TransformersModel, runner: Any) -> None:
-        super().__init__(spec)
-        self._preloaded = runner
+    def __init__(self, spec: TransformersModel, runner: Any = None) -> None:
+        super().__init__(spec, runner)
+        self.decode_steps = 0
+        self.busy_s = 0.0
 
-    def _load(self) -> Any:
-        return self._preloaded
+    def _run(self, requests: list[GenRequest]) -> list[GenResult]:
+        started = time.perf_counter()
+        results = super()._run(requests)
+        self.busy_s += time.perf_counter() - started
+        self.decode_steps += max((r.completion_tokens for r in results), default=0)
+        return results
+
+
+def tiny_setup(overrides: dict[str, Any]) -> tuple[Config, dict[str, Backend]]:
+    """``configs/tiny.yaml`` (the tiny model, built on first use) with ``overrides`` merged in.
+
+    Roles with the same model spec share one backend, as ``backends_for`` does.
+    """
+    config = load_config(PACKAGED_CONFIG_DIR / "tiny.yaml", overrides=overrides)
+    shared: dict[str, Backend] = {}
+    backends = {}
+    for role in ("vlm", "llm", "judge", "eval_judge"):
+        spec = config.role(role)
+        if not isinstance(spec, TransformersModel):
+            raise ValueError(f"the benchmark runs the transformers backend; {role} is {spec}")
+        key = spec.model_dump_json()
+        backends[role] = shared.setdefault(key, CountingBackend(spec))
+    return config, backends
 
 
 def memory_setup(
@@ -68,7 +85,7 @@ def memory_setup(
     }
     data: dict[str, Any] = {"models": {r: dict(spec) for r in ("vlm", "llm", "judge")}}
     config = config_from_dict(deep_merge(data, overrides), where="the benchmark's in-memory config")
-    backend = PreloadedBackend(TransformersModel(**spec), _memory_runner(size, device, dtype))
+    backend = CountingBackend(TransformersModel(**spec), _memory_runner(size, device, dtype))
     return config, dict.fromkeys(("vlm", "llm", "judge", "eval_judge"), backend)
 
 

@@ -15,7 +15,10 @@ ENGINE_INCLUDES = (
     "(load_media in a worker thread), prompt building, constrained-reply parsing and "
     "re-asks, records, fingerprints and cost accounting; the bare replay starts from the "
     "decoded media in memory (fresh copies, so no backend-side caching is shared) and issues "
-    "the same requests with the same stage structure and samples_in_flight limit"
+    "the same requests with the same stage structure and samples_in_flight limit. batches / "
+    "steps: the backend's generate calls and decode steps (each micro-batch decodes until its "
+    "longest reply ends, so batches that mix short and long replies cost extra steps); idle s: "
+    "wall time with no micro-batch running (the time the caller's own work kept the model idle)"
 )
 
 
@@ -30,6 +33,8 @@ class RunStats:
     completion_tokens: int
     errors: int  # engine: records with an error; bare: results with an error
     batches: int | None = None  # model generate calls the calls were batched into, if known
+    decode_steps: int | None = None  # sum over batches of the batch's longest reply, if known
+    backend_idle_s: float | None = None  # wall time with no micro-batch running, if known
 
 
 def summarize(engine: list[RunStats], bare: list[RunStats]) -> dict[str, Any]:
@@ -48,9 +53,9 @@ def summarize(engine: list[RunStats], bare: list[RunStats]) -> dict[str, Any]:
                 r.completion_tokens / r.wall_s for r in runs
             ),
             "errors": max(r.errors for r in runs),
-            "batches": None
-            if runs[0].batches is None
-            else statistics.median(r.batches for r in runs),
+            "batches": _median([r.batches for r in runs]),
+            "decode_steps": _median([r.decode_steps for r in runs]),
+            "backend_idle_s": _median([r.backend_idle_s for r in runs]),
             "runs": [asdict(r) for r in runs],
         }
     e, b = out["engine"]["wall_s"], out["bare"]["wall_s"]
@@ -68,6 +73,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     """The printed table: one row per mode and run kind, then overhead and ratio per mode."""
     head = (
         f"{'mode':<8} {'run':<7} {'wall s':>8} {'samples/s':>10} {'calls':>7} {'batches':>8} "
+        f"{'steps':>7} {'idle s':>7} "
         f"{'prompt tok':>11} {'gen tok':>9} {'gen tok/s':>10} {'errors':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -76,7 +82,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             r = res[kind]
             lines.append(
                 f"{mode:<8} {kind:<7} {r['wall_s']:>8.2f} {r['samples_per_s']:>10.2f} "
-                f"{r['calls']:>7} {'-' if r['batches'] is None else round(r['batches']):>8} "
+                f"{r['calls']:>7} {_int(r['batches']):>8} {_int(r['decode_steps']):>7} "
+                f"{'-' if r['backend_idle_s'] is None else format(r['backend_idle_s'], '.2f'):>7} "
                 f"{r['prompt_tokens']:>11} {r['completion_tokens']:>9} "
                 f"{r['completion_tokens_per_s']:>10.1f} {r['errors']:>7}"
             )
@@ -87,6 +94,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"(paired median {res['ratio_paired_median']:.3f}; target <= {TARGET_RATIO}: {verdict})"
         )
     return "\n".join(lines)
+
+
+def _median(values: list[int | None] | list[float | None]) -> float | None:
+    return None if None in values else statistics.median(values)  # type: ignore[type-var]
+
+
+def _int(value: float | None) -> str:
+    return "-" if value is None else str(round(value))
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

@@ -23,7 +23,7 @@ from capflow_core.calls import CallLog, call, visual_messages
 from capflow_core.config import Config, config_from_dict, load_config
 from capflow_core.context import Context
 from capflow_core.cost import CostSummary, allocate_cost, api_equivalent_usd
-from capflow_core.errors import InfrastructureError, ItemError
+from capflow_core.errors import ConfigError, InfrastructureError, ItemError
 from capflow_core.fingerprint import domain_fingerprint, single_fingerprint
 from capflow_core.judge import judge
 from capflow_core.records import CaptionRecord, Route, Tokens
@@ -114,14 +114,17 @@ class CapFlow:
         samples = [i if isinstance(i, Sample) else Sample(os.fspath(i)) for i in inputs]
         mode = mode or self.config.captioner.mode
         run_id = run_id or uuid.uuid4().hex[:12]
-        gate = asyncio.Semaphore(self.config.concurrency.samples_in_flight)
+        in_flight = self.config.concurrency.samples_in_flight
+        # samples in model work, and twice that admitted: the next ones decode their media
+        # while a slot is busy, so requests reach the backend together, not staggered
+        gate, admit = asyncio.Semaphore(in_flight), asyncio.Semaphore(2 * in_flight)
         logs: list[CallLog] = []
 
         async def one(sample: Sample) -> CaptionRecord:
-            async with gate:
+            async with admit:
                 call_log = CallLog()
                 logs.append(call_log)
-                record = await self._caption_one(sample, mode, run_id, call_log)
+                record = await self._caption_one(sample, mode, run_id, call_log, gate)
             if on_record:
                 on_record(record)
             return record
@@ -161,7 +164,7 @@ class CapFlow:
         return Context(self.config, self.registry, self.backends, ocr_ready=self._ocr_ready)
 
     async def _caption_one(
-        self, sample: Sample, mode: str, run_id: str, call_log: CallLog
+        self, sample: Sample, mode: str, run_id: str, call_log: CallLog, gate: asyncio.Semaphore
     ) -> CaptionRecord:
         from capflow_core.media import load_media
 
@@ -180,14 +183,17 @@ class CapFlow:
                 load_media, sample.uri, self.config, modality=sample.modality
             )
             record.asset_id, record.modality = media.asset_id, media.modality
-            if mode == "single":
-                await self._single(sample, media.part, record, call_log)
-            else:
-                await self._workflow(sample, media.part, record, call_log)
+            async with gate:
+                if mode == "single":
+                    await self._single(sample, media.part, record, call_log)
+                else:
+                    await self._workflow(sample, media.part, record, call_log)
         except ItemError as err:
             record.errors[err.stage] = str(err)
         except InfrastructureError as err:
             record.errors[call_log.stage] = f"infrastructure: {err}"
+        except ConfigError:
+            raise  # e.g. a missing model folder: stops the run, it is no item's fault
         except Exception as err:  # a bug must not sink the batch; it is recorded loudly
             log.exception("unexpected error on %s", sample.uri)
             record.errors[call_log.stage] = f"internal: {type(err).__name__}: {err}"

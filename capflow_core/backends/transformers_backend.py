@@ -1,12 +1,14 @@
 """In-process backend: one Hugging Face VLM on the CPU or one GPU, micro-batching callers.
 
 Concurrent ``generate`` calls (one per sample coroutine) land in one queue; a single worker
-takes up to ``max_batch_size`` requests, waiting at most ``batch_wait_ms`` for more, and runs
-one ``model.generate`` per group of compatible sampling settings (all greedy rows together;
-sampled rows by equal temperature, top-p and seed) on the backend's one model thread: one
-generate at a time per model. Rows may mix text-only, image and video chats, constraints and
-``max_tokens``. Nothing heavy is imported or loaded before the first call, and the model
-outlives event loops (each ``asyncio.run`` gets fresh queue primitives).
+takes up to ``max_batch_size`` requests of one length class (the same constraint, or a
+similar token budget: a batch decodes until its longest row ends), waiting at most
+``batch_wait_ms`` for more, and runs one ``model.generate`` per group of compatible sampling
+settings (all greedy rows together; sampled rows by equal temperature, top-p and seed) on
+the backend's one model thread: one generate at a time per model. Rows may mix text-only,
+image and video chats, constraints and ``max_tokens``. Nothing heavy is imported or loaded
+before the first call, and the model outlives event loops (each ``asyncio.run`` gets fresh
+queue primitives).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capflow_core.backends.base import GenRequest, GenResult
+from capflow_core.backends.base import Choice, GenRequest, GenResult
 from capflow_core.config import TransformersModel, is_path_like
 from capflow_core.errors import ConfigError
 
@@ -46,13 +48,15 @@ class TransformersBackend:
 
     Args:
         spec: the model, device, dtype and micro-batching settings.
+        runner: a ``transformers_runner.Runner`` already in memory (benchmarks build
+            random-weight models that never touch disk); by default loaded on first use.
     """
 
-    def __init__(self, spec: TransformersModel) -> None:
+    def __init__(self, spec: TransformersModel, runner: Any = None) -> None:
         self.spec = spec
         self.model_id = spec.model
         self.stats = BatchStats()
-        self._runner: Any = None  # a transformers_runner.Runner once loaded
+        self._runner: Any = runner
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._pending: deque[_Pending] = deque()
@@ -153,7 +157,7 @@ class TransformersBackend:
                     await asyncio.wait_for(self._wake.wait(), left)
                 except TimeoutError:
                     break
-            batch = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
+            batch = _take_batch(self._pending, size)
             batch = [item for item in batch if not item.future.done()]  # callers gone
             try:
                 for group in _sampling_groups(batch):
@@ -200,3 +204,27 @@ def _sampling_groups(batch: list[_Pending]) -> list[list[_Pending]]:
         key = ("greedy",) if r.temperature == 0 else ("sample", r.temperature, r.top_p, r.seed)
         groups.setdefault(key, []).append(item)
     return list(groups.values())
+
+
+def _length_class(request: GenRequest) -> tuple[Any, ...]:
+    """Requests whose replies run about as long: a batch decodes until its longest row ends,
+    so a 24-token agent reply must not wait on an 85-token judge reply."""
+    c = request.constraint
+    if c is not None:
+        return ("choice", len(c.options)) if isinstance(c, Choice) else ("json", c.name)
+    return ("text", max(request.max_tokens - 1, 1).bit_length())  # power-of-two budget
+
+
+def _take_batch(pending: deque[_Pending], size: int) -> list[_Pending]:
+    """Up to ``size`` requests of the oldest request's length class, in arrival order."""
+    want = _length_class(pending[0].request)
+    batch: list[_Pending] = []
+    rest: deque[_Pending] = deque()
+    while pending:
+        item = pending.popleft()
+        if len(batch) < size and _length_class(item.request) == want:
+            batch.append(item)
+        else:
+            rest.append(item)
+    pending.extend(rest)
+    return batch

@@ -40,6 +40,8 @@ def test_smoke_writes_ratio_timings_and_matching_call_counts(tiny_model_dir: Pat
         for e, b in zip(engine["runs"], bare["runs"], strict=True):
             assert e["calls"] == b["calls"] and e["errors"] == 0 == b["errors"]
             assert 0 < e["batches"] <= e["calls"] and 0 < b["batches"] <= b["calls"]
+            assert e["decode_steps"] > 0 and b["decode_steps"] > 0
+            assert 0 <= e["backend_idle_s"] < e["wall_s"] and 0 <= b["backend_idle_s"] < b["wall_s"]
         # single: caption + judge per sample; capflow adds route (images) and 3-4 agents
         assert engine["calls"] >= (2 if mode == "single" else 5) * 4
     assert data["modes"]["capflow"]["engine"]["calls"] > data["modes"]["single"]["engine"]["calls"]

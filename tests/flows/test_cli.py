@@ -82,3 +82,13 @@ def test_tiny_model_command_is_deterministic(tmp_path: Path):
     b = run("tiny-model", str(tmp_path / "b"))
     assert a.returncode == b.returncode == 0
     assert a.stdout.split("revision")[1] == b.stdout.split("revision")[1]
+
+
+def test_missing_model_folder_is_a_config_error_with_the_fix(tmp_path: Path):
+    spec = {"backend": "transformers", "model": str(tmp_path / "nowhere"), "device": "cpu"}
+    cfg = write_config(tmp_path, {"vlm": spec, "llm": spec, "judge": spec})
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(img)
+    res = run("caption", str(img), "--config", str(cfg))
+    assert res.returncode == 2 and "capflow tiny-model" in res.stderr and "nowhere" in res.stderr
+    assert not res.stdout  # no half-made records
