@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from capflow_core.backends import backends_for
 from capflow_core.backends.base import Backend, GenRequest, GenResult
 from capflow_core.backends.transformers_backend import TransformersBackend
 from capflow_core.config import (
@@ -54,15 +55,13 @@ def tiny_setup(overrides: dict[str, Any]) -> tuple[Config, dict[str, Backend]]:
     Roles with the same model spec share one backend, as ``backends_for`` does.
     """
     config = load_config(PACKAGED_CONFIG_DIR / "tiny.yaml", overrides=overrides)
-    shared: dict[str, Backend] = {}
-    backends = {}
-    for role in ("vlm", "llm", "judge", "eval_judge"):
-        spec = config.role(role)
+
+    def counting(spec: Any) -> Backend:
         if not isinstance(spec, TransformersModel):
-            raise ValueError(f"the benchmark runs the transformers backend; {role} is {spec}")
-        key = spec.model_dump_json()
-        backends[role] = shared.setdefault(key, CountingBackend(spec))
-    return config, backends
+            raise ValueError(f"the benchmark runs the transformers backend, not {spec.backend}")
+        return CountingBackend(spec)
+
+    return config, backends_for(config, factory=counting)
 
 
 def memory_setup(

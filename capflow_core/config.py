@@ -12,70 +12,37 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from capflow_core.config_models import (  # re-exported: import config sections from here
+    Endpoint,
+    Models,
+    ModelSpec,
+    OpenAIModel,
+    StrictModel,
+    TransformersModel,
+)
+from capflow_core.config_sources import IngestConfig, S3Config, SourceConfig, StorageConfig
 from capflow_core.errors import ConfigError
+
+__all__ = [
+    "Endpoint",
+    "IngestConfig",
+    "ModelSpec",
+    "Models",
+    "OpenAIModel",
+    "S3Config",
+    "SourceConfig",
+    "StorageConfig",
+    "TransformersModel",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGED_CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = PACKAGED_CONFIG_DIR / "tiny.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TransformersModel(_Strict):
-    """A model run in-process with transformers (CPU or one GPU)."""
-
-    backend: Literal["transformers"]
-    model: str = Field(description="hub id or local folder")
-    revision: str | None = None
-    build_tiny: bool = Field(False, description="build the tiny offline model here if missing")
-    device: str = "cpu"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
-    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
-
-
-class Endpoint(_Strict):
-    """One OpenAI-compatible server (``vllm serve`` in production)."""
-
-    url: str = Field(pattern=r"^https?://")
-    structured_outputs: Literal["vllm", "json_schema", "none"] = "vllm"
-    video: Literal["video_url", "frames", "none"] = "video_url"
-    max_inflight: Annotated[int, Field(ge=1, le=4096)] = 64
-    gpus: Annotated[int, Field(ge=0)] = 1
-
-
-class OpenAIModel(_Strict):
-    """A model behind one or more OpenAI-compatible endpoints."""
-
-    backend: Literal["openai"]
-    model: str = Field(description="the served model name")
-    revision: str | None = None
-    adapter: str | None = Field(None, description="LoRA adapter name served by vLLM")
-    endpoints: Annotated[list[Endpoint], Field(min_length=1)]
-    api_key_env: str | None = Field(None, description="name of the env var holding the key")
-    timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    max_retries: Annotated[int, Field(ge=0, le=50)] = 6
-    backoff_s: Annotated[float, Field(ge=0)] = 0.5
-    max_backoff_s: Annotated[float, Field(ge=0)] = 20.0
-
-
-ModelSpec = Annotated[TransformersModel | OpenAIModel, Field(discriminator="backend")]
-
-
-class Models(_Strict):
-    """Model roles: ``vlm`` (router, agents, single mode), ``llm`` (summary), ``judge``."""
-
-    vlm: ModelSpec
-    llm: ModelSpec
-    judge: ModelSpec
-    eval_judge: ModelSpec | None = None
-
-
-class Generation(_Strict):
+class Generation(StrictModel):
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_tokens_cap: Annotated[int, Field(ge=1)] | None = Field(
@@ -84,7 +51,7 @@ class Generation(_Strict):
     seed: int = 0
 
 
-class AcceptRule(_Strict):
+class AcceptRule(StrictModel):
     """A caption is accepted when every criterion >= min_each (and the mean >= min_mean)."""
 
     min_each: Annotated[int, Field(ge=1, le=3)] = 3
@@ -101,20 +68,20 @@ class AcceptRule(_Strict):
         return self.min_mean is None or sum(values) / len(values) >= self.min_mean
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(StrictModel):
     accept: AcceptRule = AcceptRule()
 
 
-class RouterConfig(_Strict):
+class RouterConfig(StrictModel):
     enabled: bool = True
     video_domain: str = "video_temporal"
 
 
-class CaptionerConfig(_Strict):
+class CaptionerConfig(StrictModel):
     mode: Literal["capflow", "single"] = "capflow"
 
 
-class VideoConfig(_Strict):
+class VideoConfig(StrictModel):
     sampler: Literal["pyav", "decord"] = "pyav"
     num_frames: Annotated[int, Field(ge=1, le=512)] | None = 8
     fps: Annotated[float, Field(gt=0, le=60)] | None = None
@@ -130,18 +97,18 @@ class VideoConfig(_Strict):
         return self
 
 
-class ImageConfig(_Strict):
+class ImageConfig(StrictModel):
     max_pixels: Annotated[int, Field(ge=1)] = 178_956_970  # PIL's decompression-bomb limit
 
 
-class OCRConfig(_Strict):
+class OCRConfig(StrictModel):
     enabled: bool = True
     lang: str = "eng"
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     max_chars: Annotated[int, Field(ge=1)] = 4000
 
 
-class ApiPrice(_Strict):
+class ApiPrice(StrictModel):
     """Prices of the commercial API we compare against (USD per million tokens)."""
 
     name: str = "gpt-4.1"
@@ -150,21 +117,17 @@ class ApiPrice(_Strict):
     image_tokens: Annotated[int, Field(ge=0)] = 765
 
 
-class CostConfig(_Strict):
+class CostConfig(StrictModel):
     usd_per_gpu_hour: Annotated[float, Field(ge=0)] = 3.5
     gpus: Annotated[int, Field(ge=0)] = Field(1, description="GPUs behind in-process models")
     api: ApiPrice = ApiPrice()
 
 
-class Concurrency(_Strict):
+class Concurrency(StrictModel):
     samples_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 32
 
 
-class StorageConfig(_Strict):
-    root: str = "../.capflow/data"
-
-
-class Config(_Strict):
+class Config(StrictModel):
     """The whole configuration. ``source`` is the file it came from (None for inline)."""
 
     models: Models
@@ -178,6 +141,9 @@ class Config(_Strict):
     cost: CostConfig = CostConfig()
     concurrency: Concurrency = Concurrency()
     storage: StorageConfig = StorageConfig()
+    sources: list[SourceConfig] = Field(default_factory=list)
+    s3: S3Config = S3Config()
+    ingest: IngestConfig = IngestConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )
@@ -209,6 +175,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         storage["root"] = _resolve(storage["root"], base)
     elif storage is None:
         data["storage"] = {"root": _resolve(StorageConfig().root, base)}
+    for src in data.get("sources") or []:
+        if isinstance(src, dict) and isinstance(src.get("uri"), str) and src["uri"]:
+            src["uri"] = _resolve(src["uri"], base)
     for spec in (data.get("models") or {}).values():
         if isinstance(spec, dict) and is_path_like(str(spec.get("model", ""))):
             spec["model"] = _resolve(spec["model"], base)

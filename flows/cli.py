@@ -94,6 +94,51 @@ def doctor(config: ConfigOpt = None) -> None:
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def ingest(
+    config: ConfigOpt = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Source URI (local folder or s3://bucket/prefix); replaces config's."),
+    ] = None,
+    root: Annotated[str | None, typer.Option(help="Storage root URI (overrides config).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; write nothing.")] = False,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default: new); a rerun skips committed shards.")
+    ] = None,
+) -> None:
+    """List sources, diff against the assets table, write shard manifests of what is new.
+
+    Prints counts of new / changed / unchanged / removed objects and where manifests went.
+    Exit status 2 for a configuration problem, 3 when storage could not be used.
+    """
+    from capflow_core.errors import ConfigError, InfrastructureError
+    from tasks.ingest import ingest as run_ingest
+
+    def local(uri: str) -> str:
+        return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+    sources = [{"uri": local(u)} for u in source or []]
+    cfg = _load(config, storage={"root": local(root)} if root else None, sources=sources)
+    try:
+        res = run_ingest(cfg, run_id=run_id, dry_run=dry_run)
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_CONFIG) from None
+    except (OSError, InfrastructureError) as err:
+        raise _fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
+    typer.echo(
+        f"run {res.run_id}: new {res.new}, changed {res.changed}, "
+        f"unchanged {res.unchanged}, removed {res.removed}"
+    )
+    if res.dry_run:
+        typer.echo(f"dry run: {res.pending} pending in {res.shards} shard(s); nothing written")
+    elif res.pending:
+        skipped = f" ({res.shards_skipped} already complete)" if res.shards_skipped else ""
+        typer.echo(f"{res.pending} pending in {res.shards} shard(s){skipped} -> {res.manifests}")
+    else:
+        typer.echo("nothing new: no manifests written")
+
+
 @app.command("tiny-model")
 def tiny_model(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model into.")],

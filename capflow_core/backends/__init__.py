@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from capflow_core.backends.base import Backend
 from capflow_core.config import Config, OpenAIModel, TransformersModel
 
@@ -17,8 +19,13 @@ def make_backend(spec: TransformersModel | OpenAIModel) -> Backend:
     return OpenAIBackend(spec)
 
 
+ROLES = ("vlm", "llm", "judge", "eval_judge")
+
+
 def backends_for(
-    config: Config, roles: tuple[str, ...] = ("vlm", "llm", "judge", "eval_judge")
+    config: Config,
+    roles: tuple[str, ...] = ROLES,
+    factory: Callable[[TransformersModel | OpenAIModel], Backend] = make_backend,
 ) -> dict[str, Backend]:
     """One backend per role; roles with an identical spec share one instance (one model)."""
     shared: dict[str, Backend] = {}
@@ -27,6 +34,6 @@ def backends_for(
         spec = config.role(role)
         key = spec.model_dump_json()
         if key not in shared:
-            shared[key] = make_backend(spec)
+            shared[key] = factory(spec)
         out[role] = shared[key]
     return out
