@@ -22,15 +22,18 @@ from capflow_core.config_models import (  # re-exported: import config sections 
     StrictModel,
     TransformersModel,
 )
+from capflow_core.config_preprocess import DaskConfig, PreprocessConfig
 from capflow_core.config_sources import IngestConfig, S3Config, SourceConfig, StorageConfig
 from capflow_core.errors import ConfigError
 
 __all__ = [
+    "DaskConfig",
     "Endpoint",
     "IngestConfig",
     "ModelSpec",
     "Models",
     "OpenAIModel",
+    "PreprocessConfig",
     "S3Config",
     "SourceConfig",
     "StorageConfig",
@@ -144,6 +147,8 @@ class Config(StrictModel):
     sources: list[SourceConfig] = Field(default_factory=list)
     s3: S3Config = S3Config()
     ingest: IngestConfig = IngestConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    dask: DaskConfig = DaskConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )

@@ -139,6 +139,53 @@ def ingest(
         typer.echo("nothing new: no manifests written")
 
 
+@app.command()
+def preprocess(
+    config: ConfigOpt = None,
+    root: Annotated[str | None, typer.Option(help="Storage root URI (overrides config).")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run to prepare (default: the latest with manifests).")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option(help="Join this Dask scheduler (default: a LocalCluster).")
+    ] = None,
+) -> None:
+    """Prepare a run's pending shards on Dask; print the reconciliation table.
+
+    Every listed object ends prepared, rejected (with a reason code) or unchanged.
+    Exit status 2 for a configuration problem, 3 when storage could not be used.
+    """
+    from rich.progress import Progress
+
+    from capflow_core.errors import ConfigError, InfrastructureError
+    from tasks.preprocess import preprocess as run_preprocess
+
+    local_root = root if root is None or "://" in root else str(Path(root).expanduser().resolve())
+    cfg = _load(config, storage={"root": local_root} if local_root else None)
+    try:
+        with Progress(transient=True) as progress:
+            bar = progress.add_task("preprocessing shards", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(bar, completed=done, total=total)
+
+            res = run_preprocess(cfg, run_id=run_id, dask_address=dask_address, on_shard=advance)
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_CONFIG) from None
+    except (OSError, InfrastructureError) as err:
+        raise _fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
+    typer.echo(
+        f"run {res.run_id}: {res.shards_done} shard(s) prepared, {res.shards_skipped} already done"
+    )
+    for label, count in res.table():
+        typer.echo(f"  {label:<22}{count:>8}")
+    typer.echo(
+        "reconciled: listed = prepared + rejected + unchanged"
+        if res.reconciled
+        else "NOT reconciled: some listed objects are unaccounted for"
+    )
+
+
 @app.command("tiny-model")
 def tiny_model(
     directory: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
