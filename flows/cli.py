@@ -184,6 +184,7 @@ def preprocess(
         if res.reconciled
         else "NOT reconciled: some listed objects are unaccounted for"
     )
+    typer.echo(f"reconciliation -> {res.reconciliation}")
 
 
 @app.command("tiny-model")

@@ -37,6 +37,7 @@ class PreprocessResult:
     prepared: int
     rejected: int
     reasons: dict[str, int] = field(default_factory=dict)
+    reconciliation: str = ""
 
     @property
     def reconciled(self) -> bool:
@@ -52,6 +53,14 @@ class PreprocessResult:
         rows.append(("rejected", self.rejected))
         rows += [(f"  {code}", n) for code, n in sorted(self.reasons.items())]
         return rows
+
+    def counts(self) -> dict[str, Any]:
+        """The reconciliation as stored in ``reconciliation.json``."""
+        keys = ("run_id", "shards", "listed", "unchanged", "pending", "prepared", "rejected")
+        return {k: getattr(self, k) for k in keys} | {
+            "reasons": self.reasons,
+            "reconciled": self.reconciled,
+        }
 
 
 def latest_run(root: str, s3: S3Config) -> str:
@@ -106,10 +115,15 @@ def preprocess(
     Raises:
         ConfigError: no run to preprocess.
         InfrastructureError: storage kept failing (rerun: finished shards are kept).
+
+    The reconciliation is also stored (``reconciliation`` says where).
     """
+    from dataclasses import replace
+
     from capflow_core.asset_status import listing_counts
     from capflow_core.manifests import completed_shards
     from capflow_core.prepared_shards import read_marker, shard_name
+    from capflow_core.run_outcome import write_reconciliation
 
     root = root or cfg.storage.root
     run_id = run_id or latest_run(root, cfg.s3)
@@ -129,7 +143,7 @@ def preprocess(
     prepared = sum(m["prepared"] for m in markers.values())
     rejected = sum(m["rejected"] for m in markers.values())
     counts = listing_counts(root, cfg.s3, run_id)
-    return PreprocessResult(
+    result = PreprocessResult(
         run_id=run_id,
         shards=len(shards),
         shards_done=len(todo),
@@ -141,6 +155,8 @@ def preprocess(
         rejected=rejected,
         reasons=dict(sorted(reasons.items())),
     )
+    where = write_reconciliation(root, run_id, result.counts(), cfg.s3)
+    return replace(result, reconciliation=where)
 
 
 @contextmanager
@@ -185,6 +201,7 @@ def _prepare_shard(client: Any, cfg: Config, root: str, run_id: str, manifest: s
     from capflow_core.dedup import dedup
     from capflow_core.prepare import PreparedItem, Rejection, prepare_batch
     from capflow_core.prepared_shards import commit_shard, shard_name, write_shard
+    from capflow_core.run_outcome import store_rejects
     from capflow_core.storage import filesystem
 
     fs, path = filesystem(manifest, cfg.s3)
@@ -208,5 +225,6 @@ def _prepare_shard(client: Any, cfg: Config, root: str, run_id: str, manifest: s
     shard = shard_name(manifest)
     marker = write_shard(root, run_id, shard, items, rejections, cfg.s3)
     record_outcomes(root, cfg.s3, run_id, items, rejections)
+    store_rejects(root, cfg.s3, run_id, shard, rejections)  # idempotent: before the marker
     commit_shard(root, run_id, shard, marker, cfg.s3)
     return marker

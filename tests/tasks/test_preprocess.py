@@ -17,6 +17,7 @@ from capflow_core.config import config_from_dict
 from capflow_core.delta_store import open_assets
 from capflow_core.errors import ConfigError
 from capflow_core.prepared_shards import staging_dir
+from capflow_core.run_outcome import read_reconciliation, read_rejects
 from capflow_core.storage import filesystem
 from tasks.ingest import ingest
 from tasks.preprocess import preprocess
@@ -124,6 +125,11 @@ def test_s3_end_to_end(moto_s3: dict[str, str], tmp_path: Path, dask_address: st
     got = {r["source_uri"].split("/media files/")[1]: r["reason_code"] for r in rejects}
     assert got == {n: expected[n] for n in names if expected[n]}
     assert {r["asset_id"] is not None for r in rejects} == {True}
+    table = read_rejects(root, cfg.s3, "s1")
+    assert sorted((r["source_uri"], r["reason_code"]) for r in table) == sorted(
+        (r["source_uri"], r["reason_code"]) for r in rejects
+    )
+    assert read_reconciliation(root, "s1", cfg.s3)["rejected"] == 3
     assert preprocess(cfg, root=root, run_id="s1", dask_address=dask_address).shards_done == 0
 
 
