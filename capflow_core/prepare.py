@@ -139,15 +139,17 @@ def _prepare_image(path: Path, uri: str, cfg: Config) -> PreparedItem:
     except ItemError as err:
         raise _relabel(err, path, uri) from None
     _shape_filter(loaded.width, loaded.height, cfg, uri)
-    image = loaded.part.image
+    # hash the fitted copy: phash shrinks to 32x32 anyway, and on a 12 MP original the
+    # grey conversion and shrink cost as much as the whole resize
+    fitted = _fit(loaded.part.image, cfg.preprocess.max_pixels)
     return PreparedItem(
         asset_id="",
         source_uri=uri,
         modality="image",
         width=loaded.width,
         height=loaded.height,
-        phash=str(imagehash.phash(image)),
-        image=_jpeg(_fit(image, cfg.preprocess.max_pixels), cfg.preprocess.jpeg_quality),
+        phash=str(imagehash.phash(fitted)),
+        image=_jpeg(fitted, cfg.preprocess.jpeg_quality),
     )
 
 
