@@ -29,8 +29,22 @@ ConfigOpt = Annotated[
     ),
 ]
 
+RootOpt = Annotated[
+    str | None,
+    typer.Option(help="Storage root: a folder or s3://bucket/prefix (overrides the config's)."),
+]
+
 EXIT_CONFIG = 2
 EXIT_INFRA = 3
+
+
+def _absolute(uri: str) -> str:
+    """A local path made absolute (it may be read from another folder); URIs unchanged."""
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def _storage(root: str | None) -> dict[str, str] | None:
+    return {"root": _absolute(root)} if root else None
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -101,7 +115,7 @@ def ingest(
         list[str] | None,
         typer.Option(help="Source URI (local folder or s3://bucket/prefix); replaces config's."),
     ] = None,
-    root: Annotated[str | None, typer.Option(help="Storage root URI (overrides config).")] = None,
+    root: RootOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; write nothing.")] = False,
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default: new); a rerun skips committed shards.")
@@ -115,11 +129,8 @@ def ingest(
     from capflow_core.errors import ConfigError, InfrastructureError
     from tasks.ingest import ingest as run_ingest
 
-    def local(uri: str) -> str:
-        return uri if "://" in uri else str(Path(uri).expanduser().resolve())
-
-    sources = [{"uri": local(u)} for u in source or []]
-    cfg = _load(config, storage={"root": local(root)} if root else None, sources=sources)
+    sources = [{"uri": _absolute(u)} for u in source or []]
+    cfg = _load(config, storage=_storage(root), sources=sources)
     try:
         res = run_ingest(cfg, run_id=run_id, dry_run=dry_run)
     except ConfigError as err:
@@ -142,7 +153,7 @@ def ingest(
 @app.command()
 def preprocess(
     config: ConfigOpt = None,
-    root: Annotated[str | None, typer.Option(help="Storage root URI (overrides config).")] = None,
+    root: RootOpt = None,
     run_id: Annotated[
         str | None, typer.Option(help="Run to prepare (default: the latest with manifests).")
     ] = None,
@@ -160,8 +171,7 @@ def preprocess(
     from capflow_core.errors import ConfigError, InfrastructureError
     from tasks.preprocess import preprocess as run_preprocess
 
-    local_root = root if root is None or "://" in root else str(Path(root).expanduser().resolve())
-    cfg = _load(config, storage={"root": local_root} if local_root else None)
+    cfg = _load(config, storage=_storage(root))
     try:
         with Progress(transient=True) as progress:
             bar = progress.add_task("preprocessing shards", total=None)
@@ -207,12 +217,12 @@ def demo(
     source: Annotated[
         Path | None, typer.Option(help="Sample folder (default: generated under .capflow/demo).")
     ] = None,
-    root: Annotated[Path | None, typer.Option(help="Where records are written.")] = None,
+    root: RootOpt = None,
 ) -> None:
     """Generate sample media, caption it with the CapFlow engine, print a summary."""
     from flows.demo import run_demo
 
-    cfg = _load(config, storage={"root": str(root.resolve())} if root else None)
+    cfg = _load(config, storage=_storage(root))
     raise typer.Exit(run_demo(cfg, source))
 
 

@@ -21,6 +21,9 @@ def run_demo(cfg: Config, source: Path | None = None) -> int:
     console = Console(stderr=True)
     if not console.is_terminal:  # logs and CI: don't squeeze the table into 80 columns
         console = Console(stderr=True, width=120)
+    if "://" in cfg.storage.root:
+        console.print("[red]the demo writes to a local folder: pass --root DIR[/red]")
+        return 2
     root = Path(cfg.storage.root)
     if source is None:
         source = root / "demo-source"
