@@ -13,7 +13,7 @@ from typing import Any
 
 from capflow_core.config import S3Config
 from capflow_core.dedup import KnownAsset
-from capflow_core.delta_store import _retrying, _scan, open_assets
+from capflow_core.delta_store import open_assets, retry_commit, scan_columns
 from capflow_core.prepare import PreparedItem, Rejection
 
 _COLUMNS = ("asset_id", "status", "modality", "width", "height", "duration_s", "fps", "phash")
@@ -37,7 +37,7 @@ def known_and_first_seen(
     if table is None:
         return known, first_seen
     cols = ["asset_id", "source_uri", "phash", "status", "first_seen_run"]
-    for batch in _scan(table, cols):
+    for batch in scan_columns(table, cols):
         for row in batch.to_pylist():
             if row["source_uri"] in uris and row["first_seen_run"]:
                 first_seen[row["source_uri"]] = row["first_seen_run"]
@@ -54,7 +54,7 @@ def listing_counts(root: str, s3: S3Config, run_id: str) -> ListingCounts:
     table = open_assets(root, s3)
     listed = pending = 0
     if table is not None:
-        for batch in _scan(table, ["last_seen_run", "pending_run", "status"]):
+        for batch in scan_columns(table, ["last_seen_run", "pending_run", "status"]):
             for row in batch.to_pylist():
                 if row["last_seen_run"] == run_id and row["status"] != "removed":
                     listed += 1
@@ -86,7 +86,7 @@ def record_outcomes(
             commit_properties=CommitProperties(custom_metadata={"capflow.run_id": run_id}),
         ).when_matched_update(updates).execute()
 
-    _retrying(attempt)
+    retry_commit(attempt)
 
 
 def _source(items: list[PreparedItem], rejections: list[Rejection]) -> Any:

@@ -53,24 +53,38 @@ class DiffResult:
     pending: list[ListedObject] = field(default_factory=list)
 
 
-def assets_uri(root: str) -> str:
-    """Where the ``assets`` table lives under a storage root."""
-    return join_under(root, "tables", "assets")
+def table_uri(root: str, name: str) -> str:
+    """Where table ``name`` (assets, rejects, ...) lives under a storage root."""
+    return join_under(root, "tables", name)
 
 
-def open_assets(root: str, s3: S3Config, create: bool = False) -> Any:
-    """The ``assets`` DeltaTable, or None when it does not exist and ``create`` is False."""
+def open_table(
+    root: str, s3: S3Config, name: str, schema: Callable[[], Any], create: bool = False
+) -> Any:
+    """DeltaTable ``name``, created with ``schema()`` if missing and ``create``, else None."""
     from deltalake import DeltaTable
 
-    uri, opts = assets_uri(root), delta_storage_options(root, s3)
+    uri, opts = table_uri(root, name), delta_storage_options(root, s3)
     if DeltaTable.is_deltatable(uri, storage_options=opts):
         return DeltaTable(uri, storage_options=opts)
     if not create:
         return None
-    return DeltaTable.create(uri, assets_schema(), mode="ignore", storage_options=opts)
+    return DeltaTable.create(uri, schema(), mode="ignore", storage_options=opts)
 
 
-def _retrying(action: Callable[[], Any], attempts: int = 8) -> Any:
+def assets_uri(root: str) -> str:
+    """Where the ``assets`` table lives under a storage root."""
+    return table_uri(root, "assets")
+
+
+def open_assets(root: str, s3: S3Config, create: bool = False) -> Any:
+    """The ``assets`` DeltaTable, or None when it does not exist and ``create`` is False."""
+    return open_table(root, s3, "assets", assets_schema, create)
+
+
+def retry_commit(action: Callable[[], Any], attempts: int = 8) -> Any:
+    """Run a write; on a lost optimistic-concurrency race (``CommitFailedError``) back off
+    and run it again (``action`` must re-open the table so it sees the winner's commit)."""
     from deltalake.exceptions import CommitFailedError
 
     for attempt in range(attempts):
@@ -91,13 +105,13 @@ def _existing(table: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
 
     wanted = pa.array(keys, type=pa.string())
     found: dict[str, dict[str, Any]] = {}
-    for batch in _scan(table, _KEY_COLUMNS):
+    for batch in scan_columns(table, _KEY_COLUMNS):
         hits = batch.filter(pc.is_in(batch.column("source_uri"), value_set=wanted))
         found.update((r["source_uri"], r) for r in hits.to_pylist())
     return found
 
 
-def _scan(table: Any, columns: list[str]) -> Iterator[Any]:
+def scan_columns(table: Any, columns: list[str]) -> Iterator[Any]:
     """Record batches of some columns, string views cast to strings.
 
     (A dataset ``filter=`` on strings fails against Delta's string-view file statistics, so
@@ -169,7 +183,7 @@ def _merge_chunk(
         ).when_matched_update(updates).when_not_matched_insert_all().execute()
         return rows, seen_live
 
-    return _retrying(attempt)
+    return retry_commit(attempt)
 
 
 def _mark_removed(
@@ -182,7 +196,7 @@ def _mark_removed(
         import pyarrow.compute as pc
 
         live = 0
-        for b in _scan(table, ["source_uri", "status"]):
+        for b in scan_columns(table, ["source_uri", "status"]):
             starts = [pc.starts_with(b.column("source_uri"), pattern=p) for p in prefixes]
             alive = pc.not_equal(b.column("status"), "removed")
             live += pc.sum(pc.and_(alive, functools.reduce(pc.or_, starts))).as_py() or 0
@@ -193,7 +207,7 @@ def _mark_removed(
     run = run_id.replace("'", "''")
     predicate = f"status != 'removed' AND last_seen_run != '{run}' AND ({under})"
     removed = {"status": "'removed'"}
-    return _retrying(
+    return retry_commit(
         lambda: open_assets(root, s3).update(updates=removed, predicate=predicate)[
             "num_updated_rows"
         ]

@@ -17,9 +17,9 @@ import uuid
 from typing import Any
 
 from capflow_core.config import S3Config
-from capflow_core.delta_store import _retrying
+from capflow_core.delta_store import open_table, retry_commit, table_uri
 from capflow_core.prepare import Rejection
-from capflow_core.storage import delta_storage_options, filesystem, is_s3, join_under
+from capflow_core.storage import filesystem, is_s3, join_under
 
 REJECT_COLUMNS = ("source_uri", "asset_id", "stage", "reason_code", "detail", "run_id", "shard")
 RECONCILIATION = "reconciliation.json"
@@ -36,19 +36,12 @@ def rejects_table_schema() -> Any:
 
 def rejects_uri(root: str) -> str:
     """Where the ``rejects`` table lives under a storage root."""
-    return join_under(root, "tables", "rejects")
+    return table_uri(root, "rejects")
 
 
 def open_rejects(root: str, s3: S3Config, create: bool = False) -> Any:
     """The ``rejects`` DeltaTable, or None when it does not exist and ``create`` is False."""
-    from deltalake import DeltaTable
-
-    uri, opts = rejects_uri(root), delta_storage_options(root, s3)
-    if DeltaTable.is_deltatable(uri, storage_options=opts):
-        return DeltaTable(uri, storage_options=opts)
-    if not create:
-        return None
-    return DeltaTable.create(uri, rejects_table_schema(), mode="ignore", storage_options=opts)
+    return open_table(root, s3, "rejects", rejects_table_schema, create)
 
 
 def store_rejects(
@@ -84,7 +77,7 @@ def store_rejects(
             commit_properties=CommitProperties(custom_metadata={"capflow.run_id": run_id}),
         ).when_not_matched_insert_all().execute()
 
-    _retrying(attempt)
+    retry_commit(attempt)
 
 
 def read_rejects(root: str, s3: S3Config, run_id: str | None = None) -> list[dict[str, Any]]:
