@@ -23,10 +23,12 @@ from capflow_core.config_models import (  # re-exported: import config sections 
     TransformersModel,
 )
 from capflow_core.config_preprocess import DaskConfig, PreprocessConfig
+from capflow_core.config_quality import CaptionStageConfig, QualityConfig, RateBounds, WordBounds
 from capflow_core.config_sources import IngestConfig, S3Config, SourceConfig, StorageConfig
 from capflow_core.errors import ConfigError
 
 __all__ = [
+    "CaptionStageConfig",
     "DaskConfig",
     "Endpoint",
     "IngestConfig",
@@ -34,10 +36,13 @@ __all__ = [
     "Models",
     "OpenAIModel",
     "PreprocessConfig",
+    "QualityConfig",
+    "RateBounds",
     "S3Config",
     "SourceConfig",
     "StorageConfig",
     "TransformersModel",
+    "WordBounds",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +154,8 @@ class Config(StrictModel):
     ingest: IngestConfig = IngestConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     dask: DaskConfig = DaskConfig()
+    caption: CaptionStageConfig = CaptionStageConfig()
+    quality: QualityConfig = QualityConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )
@@ -259,3 +266,11 @@ def _deep_copy(data: Any) -> Any:
     if isinstance(data, list):
         return [_deep_copy(v) for v in data]
     return data
+
+
+def config_hash(cfg: Config) -> str:
+    """A short, stable hash of the effective configuration (not where it was loaded from)."""
+    import hashlib
+
+    text = cfg.model_dump_json(exclude={"source"})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

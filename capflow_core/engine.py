@@ -40,13 +40,21 @@ CURRENT_SAMPLE: contextvars.ContextVar[str] = contextvars.ContextVar("capflow_sa
 
 @dataclass
 class Sample:
-    """One input: a path/URI, plus what its source says about it."""
+    """One input: a path/URI, plus what its source says about it.
+
+    A prepared item (see :mod:`capflow_core.prepared_media`) also carries its decoded
+    ``media`` and ``asset_id``: nothing is read from ``uri`` then. A stored ``route`` is
+    reused as is (re-captioning after a prompt change does not route again).
+    """
 
     uri: str
     domain: str | None = None  # the paper's `task`: set, routing is skipped
     modality: str | None = None
     license: str | None = None
     provenance: str | None = None
+    asset_id: str | None = None
+    media: ImagePart | VideoPart | None = None
+    route: Route | None = None
 
 
 Input = str | os.PathLike[str] | Sample
@@ -179,15 +187,20 @@ class CapFlow:
             run_id=run_id,
         )
         try:
-            media = await asyncio.to_thread(
-                load_media, sample.uri, self.config, modality=sample.modality
-            )
-            record.asset_id, record.modality = media.asset_id, media.modality
+            if sample.media is not None:
+                part = sample.media
+                record.asset_id = sample.asset_id or ""
+                record.modality = "video" if isinstance(part, VideoPart) else "image"
+            else:
+                media = await asyncio.to_thread(
+                    load_media, sample.uri, self.config, modality=sample.modality
+                )
+                record.asset_id, record.modality, part = media.asset_id, media.modality, media.part
             async with gate:
                 if mode == "single":
-                    await self._single(sample, media.part, record, call_log)
+                    await self._single(sample, part, record, call_log)
                 else:
-                    await self._workflow(sample, media.part, record, call_log)
+                    await self._workflow(sample, part, record, call_log)
         except ItemError as err:
             record.errors[err.stage] = str(err)
         except InfrastructureError as err:
@@ -205,7 +218,10 @@ class CapFlow:
     ) -> None:
         ctx = self.context()
         call_log.stage = "route"
-        record.route = await route(media, sample.domain, ctx, call_log)
+        if sample.route is not None:
+            record.route = Route(sample.route.domain, sample.route.confidence, sample.route.skipped)
+        else:
+            record.route = await route(media, sample.domain, ctx, call_log)
         domain = ctx.registry.domain(record.route.domain)
         record.domain = domain.key
         call_log.stage = "agents"
@@ -216,7 +232,7 @@ class CapFlow:
                 "agents", "model_error", "; ".join(f"{a.agent}: {a.error}" for a in failed)
             )
         call_log.stage = "summary"
-        record.caption = await summarize(domain, record.agents, ctx, call_log)
+        record.caption = _nonempty(await summarize(domain, record.agents, ctx, call_log), "summary")
         # after the calls: a tiny model folder built on first use now has its revision
         record.fingerprint = domain_fingerprint(domain, ctx.registry, ctx.config)
         await self._judge(media, record, ctx, call_log)
@@ -242,7 +258,7 @@ class CapFlow:
         result = await call(backend, request, call_log)
         if result.error:
             raise ItemError("caption", "model_error", result.error)
-        record.caption = result.text.strip()
+        record.caption = _nonempty(result.text, "caption")
         record.fingerprint = single_fingerprint(ctx.registry, ctx.config, video)
         await self._judge(media, record, ctx, call_log)
 
@@ -255,3 +271,10 @@ class CapFlow:
         record.accepted = record.judge.accepted
         if record.judge.error:
             record.errors["judge"] = record.judge.error
+
+
+def _nonempty(text: str, stage: str) -> str:
+    """A caption with text; an empty reply is a failed call (retried in a later run)."""
+    if not text.strip():
+        raise ItemError(stage, "model_error", "the model returned an empty caption")
+    return text.strip()

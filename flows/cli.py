@@ -9,6 +9,17 @@ from typing import Annotated
 
 import typer
 
+from flows.cli_common import (
+    EXIT_CONFIG,
+    EXIT_INFRA,
+    ConfigOpt,
+    RootOpt,
+    absolute,
+    fail,
+    load_cfg,
+    storage_override,
+)
+
 app = typer.Typer(
     name="capflow",
     help=(
@@ -21,45 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config YAML (default: $CAPFLOW_CONFIG or configs/tiny.yaml)."
-    ),
-]
-
-RootOpt = Annotated[
-    str | None,
-    typer.Option(help="Storage root: a folder or s3://bucket/prefix (overrides the config's)."),
-]
-
-EXIT_CONFIG = 2
-EXIT_INFRA = 3
-
-
-def _absolute(uri: str) -> str:
-    """A local path made absolute (it may be read from another folder); URIs unchanged."""
-    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
-
-
-def _storage(root: str | None) -> dict[str, str] | None:
-    return {"root": _absolute(root)} if root else None
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def _load(config: Path | None, **overrides: object):  # -> Config (lazy import)
-    from capflow_core.config import load_config
-    from capflow_core.errors import ConfigError
-
-    try:
-        return load_config(config, overrides={k: v for k, v in overrides.items() if v} or None)
-    except ConfigError as err:
-        raise _fail(str(err), EXIT_CONFIG) from None
 
 
 @app.command()
@@ -86,16 +58,16 @@ def caption(
     from flows.runner import caption_files
 
     if mode not in (None, "capflow", "single"):
-        raise _fail(f"--mode {mode!r}: use 'capflow' or 'single'", EXIT_CONFIG)
-    cfg = _load(config)
+        raise fail(f"--mode {mode!r}: use 'capflow' or 'single'", EXIT_CONFIG)
+    cfg = load_cfg(config)
     try:
         records, _ = caption_files(cfg, paths, domain=domain, mode=mode, out=out)
     except ConfigError as err:
-        raise _fail(str(err), EXIT_CONFIG) from None
+        raise fail(str(err), EXIT_CONFIG) from None
     infra = [r for r in records if any(m.startswith("infrastructure:") for m in r.errors.values())]
     if infra:
         first = next(iter(infra[0].errors.values()))
-        raise _fail(f"{len(infra)} input(s) could not reach a model server: {first}", EXIT_INFRA)
+        raise fail(f"{len(infra)} input(s) could not reach a model server: {first}", EXIT_INFRA)
 
 
 @app.command()
@@ -103,7 +75,7 @@ def doctor(config: ConfigOpt = None) -> None:
     """Check tools (Tesseract, decord, PyAV), model folders and endpoints; say what to fix."""
     from flows.doctor import run_doctor
 
-    cfg = _load(config)
+    cfg = load_cfg(config)
     ok = run_doctor(cfg)
     raise typer.Exit(0 if ok else 1)
 
@@ -129,14 +101,14 @@ def ingest(
     from capflow_core.errors import ConfigError, InfrastructureError
     from tasks.ingest import ingest as run_ingest
 
-    sources = [{"uri": _absolute(u)} for u in source or []]
-    cfg = _load(config, storage=_storage(root), sources=sources)
+    sources = [{"uri": absolute(u)} for u in source or []]
+    cfg = load_cfg(config, storage=storage_override(root), sources=sources)
     try:
         res = run_ingest(cfg, run_id=run_id, dry_run=dry_run)
     except ConfigError as err:
-        raise _fail(str(err), EXIT_CONFIG) from None
+        raise fail(str(err), EXIT_CONFIG) from None
     except (OSError, InfrastructureError) as err:
-        raise _fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
+        raise fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
     typer.echo(
         f"run {res.run_id}: new {res.new}, changed {res.changed}, "
         f"unchanged {res.unchanged}, removed {res.removed}"
@@ -171,7 +143,7 @@ def preprocess(
     from capflow_core.errors import ConfigError, InfrastructureError
     from tasks.preprocess import preprocess as run_preprocess
 
-    cfg = _load(config, storage=_storage(root))
+    cfg = load_cfg(config, storage=storage_override(root))
     try:
         with Progress(transient=True) as progress:
             bar = progress.add_task("preprocessing shards", total=None)
@@ -181,9 +153,9 @@ def preprocess(
 
             res = run_preprocess(cfg, run_id=run_id, dask_address=dask_address, on_shard=advance)
     except ConfigError as err:
-        raise _fail(str(err), EXIT_CONFIG) from None
+        raise fail(str(err), EXIT_CONFIG) from None
     except (OSError, InfrastructureError) as err:
-        raise _fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
+        raise fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
     typer.echo(
         f"run {res.run_id}: {res.shards_done} shard(s) prepared, {res.shards_skipped} already done"
     )
@@ -222,8 +194,23 @@ def demo(
     """Generate sample media, caption it with the CapFlow engine, print a summary."""
     from flows.demo import run_demo
 
-    cfg = _load(config, storage=_storage(root))
+    cfg = load_cfg(config, storage=storage_override(root))
     raise typer.Exit(run_demo(cfg, source))
+
+
+def _mount() -> None:
+    from flows.dataset_cli import app as dataset_app
+    from flows.export_cli import export
+    from flows.refresh_cli import promote, quality_app, refresh
+
+    app.command()(refresh)
+    dataset_app.command()(promote)
+    dataset_app.command()(export)
+    app.add_typer(dataset_app)
+    app.add_typer(quality_app)
+
+
+_mount()
 
 
 def main() -> None:

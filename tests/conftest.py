@@ -73,3 +73,82 @@ def moto_s3() -> Iterator[dict[str, str]]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``prefect server start`` process (own PREFECT_HOME), started once per session.
+
+    Sets ``PREFECT_API_URL`` (and PREFECT_HOME) in ``os.environ`` so in-process flows and
+    ``capflow`` subprocesses use it; yields the API URL.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    prefect = Path(sys.executable).with_name("prefect")
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env, "PREFECT_API_URL": ""},
+    )
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(
+                        f"prefect server did not start; see {home}/server.log"
+                    ) from None
+                time.sleep(0.3)
+        os.environ.update(env)
+        yield env["PREFECT_API_URL"]
+    finally:
+        if "prefect" in sys.modules:  # send buffered run logs before the server goes
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def dask_address(moto_s3: dict[str, str]) -> Iterator[str]:
+    """A real Dask LocalCluster (2 single-threaded worker processes) for the session.
+
+    It depends on ``moto_s3`` so the workers inherit the S3 endpoint and test credentials
+    (worker processes copy the environment when they start).
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address

@@ -1,0 +1,337 @@
+"""Dataset writes: a run's MERGE into the ``captions`` table vs a plain parquet write.
+
+Builds a ``captions`` Delta table of ``--rows`` realistic records (~2 KB each: 4 agent
+outputs of ~300 characters, judge scores, route, tokens; sha256 asset ids, sorted), then
+measures, each in its own child process (so peak RSS is per measurement):
+
+1. ``parquet``: ``pyarrow.parquet.write_table`` of a ``--batch`` of staged records (baseline);
+2. ``merge``: ``captions_store.promote`` of that batch (half updates of existing assets with a
+   new fingerprint, half new assets): one MERGE commit, the product's own code path;
+3. ``remerge``: ``promote`` of the same batch again: nothing changed, so no commit.
+
+Reports seconds, rows/s, peak RSS, and the MERGE / parquet-write ratio (target <= 3x;
+stated, never asserted).
+
+Usage:
+    python bench/dataset.py
+    python bench/dataset.py --rows 2000 --batch 200 --out /tmp/dataset.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python bench/dataset.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._report import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 3.0  # merge / parquet write seconds; stated, never asserted
+KINDS = ("parquet", "merge", "remerge")
+DOMAINS = ("natural", "chart", "document", "ui", "math", "video_generic")
+AGENTS = ("scene", "objects", "text", "style")
+WORDS = (  # noqa: SIM905
+    "a the red blue small large person dog street building chart axis label table window "
+    "sky tree car light shadow left right center background foreground wooden metal glass "
+    "people walking holding text reads title legend shows values bar line curve formula "
+    "screen button icon menu river mountain field cloud sunset indoor outdoor close view"
+).split()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="bench/dataset.py",
+        description="MERGE a batch of caption records into a large captions table, re-MERGE "
+        "it unchanged, and compare with a plain parquet write of the batch. Prints a table "
+        "and writes JSON.",
+    )
+    p.add_argument("--rows", type=int, default=1_000_000, help="table rows (default: 1000000)")
+    p.add_argument("--batch", type=int, default=100_000, help="batch rows (default: 100000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "dataset.json",
+        help="the JSON file (default: bench/results/dataset.json)",
+    )
+    return p.parse_args(argv)
+
+
+def _texts(rng: Any, n: int, words: int) -> Any:
+    """``n`` distinct-ish texts of ~``words`` words: two random phrases from pools, joined."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pool = pa.array([" ".join(rng.choice(WORDS, words // 2)) for _ in range(2048)], pa.string())
+    left, right = (pool.take(rng.integers(0, len(pool), n)) for _ in range(2))
+    return pc.binary_join_element_wise(left, right, ".\n")
+
+
+def _hex_ids(rng: Any, n: int) -> list[str]:
+    raw = rng.bytes(32 * n).hex()
+    return [raw[i : i + 64] for i in range(0, 64 * n, 64)]
+
+
+def records(rng: Any, asset_ids: list[str], fingerprint: str, run_id: str) -> Any:
+    """Canonical-schema rows for ``asset_ids``, generated column-wise (no per-row dicts)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from capflow_core.records import SCHEMA
+
+    n = len(asset_ids)
+    ids = pa.array(asset_ids, pa.string())
+    domain = pa.array(DOMAINS, pa.string()).take(rng.integers(0, len(DOMAINS), n))
+    cap_ids = [hashlib.sha256((a + fingerprint).encode()).hexdigest() for a in asset_ids]
+    per_row = rng.integers(3, 5, n)  # 3-4 agents
+    m = int(per_row.sum())
+    agent_type = SCHEMA.field("agents").type.value_type
+    agents = pa.StructArray.from_arrays(
+        [
+            pa.array(AGENTS, pa.string()).take(np.concatenate([np.arange(k) for k in per_row])),
+            pa.array(["describe"] * m, pa.string()),
+            pa.array(["Qwen/Qwen2.5-VL-7B-Instruct"] * m, pa.string()),
+            pa.array(_hex_ids(rng, 4)).take(rng.integers(0, 4, m)),
+            _texts(rng, m, 50),
+            pa.array(rng.integers(400, 1200, m)),
+            pa.array(rng.integers(40, 120, m)),
+            pa.array(rng.random(m) * 3),
+            pa.nulls(m, pa.string()),
+        ],
+        fields=list(agent_type),
+    )
+    offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32))
+    criteria = pa.array(["accuracy", "completeness", "detail", "fluency", "relevance"] * n)
+    scores = pa.MapArray.from_arrays(
+        pa.array(np.arange(0, 5 * n + 1, 5, dtype=np.int32)),
+        criteria,
+        pa.array(rng.integers(1, 4, 5 * n), pa.int8()),
+    )
+    accepted = pa.array(rng.random(n) < 0.85)
+    judge = pa.StructArray.from_arrays(
+        [
+            scores,
+            accepted,
+            pa.array(["mean>=2"] * n),
+            pa.array(["judge-7b"] * n),
+            pa.nulls(n, pa.string()),
+        ],
+        fields=list(SCHEMA.field("judge").type),
+    )
+    route = pa.StructArray.from_arrays(
+        [domain, pa.array(rng.random(n)), pa.array(np.zeros(n, bool))],
+        fields=list(SCHEMA.field("route").type),
+    )
+    tokens = pa.StructArray.from_arrays(
+        [pa.array(rng.integers(2000, 5000, n)), pa.array(rng.integers(200, 500, n))],
+        fields=list(SCHEMA.field("tokens").type),
+    )
+    uri = pa.compute.binary_join_element_wise("s3://bucket/media/", domain, "/", ids, "")
+    columns = {
+        "caption_id": pa.array(cap_ids, pa.string()),
+        "asset_id": ids,
+        "source_uri": uri,
+        "modality": pa.array(["image"] * n),
+        "license": pa.array(["cc-by-4.0"] * n),
+        "provenance": pa.array(["bench"] * n),
+        "domain": domain,
+        "route": route,
+        "agents": pa.ListArray.from_arrays(offsets, agents),
+        "caption": _texts(rng, n, 64),
+        "judge": judge,
+        "accepted": accepted,
+        "mode": pa.array(["capflow"] * n),
+        "captioner": pa.nulls(n, pa.string()),
+        "fingerprint": pa.array([fingerprint] * n),
+        "tokens": tokens,
+        "cost_usd": pa.array(rng.random(n) * 1e-3),
+        "errors": pa.MapArray.from_arrays(
+            pa.array(np.zeros(n + 1, np.int32)),
+            pa.array([], pa.string()),
+            pa.array([], pa.string()),
+        ),
+        "run_id": pa.array([run_id] * n),
+        "created_at": pa.array(["2026-01-01T00:00:00+00:00"] * n),
+    }
+    return pa.table(columns, schema=SCHEMA)
+
+
+def build(tmp: Path, rows: int, batch: int, seed: int) -> tuple[str, Path, dict[str, Any]]:
+    """Write the table of ``rows`` (one commit, sorted ids) and the batch (an Arrow file)."""
+    import numpy as np
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from capflow_core.delta_store import table_uri
+    from capflow_core.records import SCHEMA
+
+    rng = np.random.default_rng(seed)
+    root, started = str(tmp / "root"), time.perf_counter()
+    ids = sorted(_hex_ids(rng, rows))
+    chunks = (
+        records(rng, ids[i : i + 100_000], "fp-old", "bench-base").to_batches(
+            max_chunksize=100_000
+        )[0]
+        for i in range(0, rows, 100_000)
+    )
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, chunks)
+    write_deltalake(table_uri(root, "captions"), reader, mode="overwrite")
+    built_s = time.perf_counter() - started
+    updates = [ids[i] for i in rng.choice(rows, min(batch // 2, rows), replace=False)]
+    staged = records(rng, updates + _hex_ids(rng, batch - len(updates)), "fp-new", "bench-run")
+    path = tmp / "batch.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, staged.schema) as writer:
+        writer.write_table(staged)
+    info = {
+        "build_s": built_s,
+        "table_bytes": sum(f.stat().st_size for f in (tmp / "root").rglob("*.parquet")),
+        "batch_updates": len(updates),
+        "batch_new": batch - len(updates),
+        "batch_arrow_bytes": staged.nbytes,
+        "bytes_per_row": staged.nbytes / max(batch, 1),
+    }
+    return root, path, info
+
+
+def _hwm_kib() -> int:
+    """This process's RSS high-water mark (VmHWM, counted from exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
+    import statistics
+
+    import deltalake  # noqa: F401  (imports before the RSS baseline)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from capflow_core import captions_store
+    from capflow_core.config import S3Config
+
+    staged = pa.ipc.open_file(pa.memory_map(batch_path)).read_all()
+    rss_before, walls, cpus, result = _hwm_kib(), [], [], {}
+    for _ in range(3 if kind == "parquet" else 1):  # MERGE changes the table: one shot
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if kind == "parquet":
+            pq.write_table(staged, str(Path(batch_path).with_suffix(".parquet")))
+        else:
+            res = captions_store.promote(
+                root, S3Config(), staged, [], run_id=f"bench-{kind}", counts={"bench": 1}
+            )
+            result = vars(res)
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(time.process_time() - cpu0)
+    return {
+        "kind": kind,
+        "rows": staged.num_rows,
+        "wall_s": statistics.median(walls),
+        "wall_s_runs": walls,
+        "cpu_s": statistics.median(cpus),
+        "rss_before_mib": rss_before / 1024,
+        "peak_rss_mib": _hwm_kib() / 1024,
+        "result": result,
+    }
+
+
+def measure(kind: str, root: str, batch_path: Path) -> dict[str, Any]:
+    """One measurement in a fresh child process."""
+    cmd = [sys.executable, "-m", "bench.dataset", "--child", kind, root, str(batch_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["rows_per_s"] = res["rows"] / res["wall_s"]
+    return res
+
+
+def table(payload: dict[str, Any]) -> str:
+    """The printed table and the ratio."""
+    head = f"{'measurement':<34} {'wall s':>8} {'cpu s':>8} {'rows/s':>10} {'peak RSS MiB':>13}"
+    lines = [head, "-" * len(head)]
+    labels = {
+        "parquet": "parquet write (baseline, median 3)",
+        "merge": "MERGE (promote, 50% upd/50% new)",
+        "remerge": "re-MERGE unchanged (no commit)",
+    }
+    for kind in KINDS:
+        r = payload["runs"][kind]
+        lines.append(
+            f"{labels[kind]:<34} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['rows_per_s']:>10.0f} "
+            f"{r['peak_rss_mib']:>13.0f}"
+        )
+    verdict = "met" if payload["ratio"] <= TARGET_RATIO else "missed"
+    lines.append(
+        f"ratio MERGE/parquet write: {payload['ratio']:.2f}x (target <= {TARGET_RATIO:g}x: "
+        f"{verdict}); re-MERGE/parquet {payload['ratio_remerge']:.2f}x; versions "
+        f"{payload['runs']['merge']['result']['version']} then "
+        f"{payload['runs']['remerge']['result']['version']}"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Build the inputs and take the three measurements; returns the JSON payload."""
+    load_before = round(os.getloadavg()[0], 2)
+    started = time.perf_counter()
+    root, batch_path, info = build(tmp, args.rows, args.batch, args.seed)
+    print(f"table of {args.rows} rows built in {info['build_s']:.1f} s", flush=True)
+    runs = {kind: measure(kind, root, batch_path) for kind in KINDS}
+    return {
+        "benchmark": "dataset",
+        "settings": {"rows": args.rows, "batch": args.batch, "seed": args.seed},
+        "environment": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m_at_start": load_before,
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+        "inputs": info,
+        "runs": runs,
+        "ratio": runs["merge"]["wall_s"] / runs["parquet"]["wall_s"],
+        "ratio_remerge": runs["remerge"]["wall_s"] / runs["parquet"]["wall_s"],
+        "target_ratio": TARGET_RATIO,
+        "total_s": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print the table and write the JSON; returns what was written."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        result = _child(*argv[1:4])
+        print(json.dumps(result))
+        return result
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="capflow-bench-dataset-") as tmp:
+        payload = run(args, Path(tmp))
+    env = payload["environment"]
+    print(
+        f"\nCapFlow dataset MERGE: {args.batch} records into {args.rows} on {env['cpu_count']} "
+        f"CPUs (load {env['load_avg_1m_at_start']} -> {env['load_avg_1m_at_end']}), "
+        f"{payload['inputs']['bytes_per_row']:.0f} B/row in Arrow, {payload['total_s']:.0f} s"
+    )
+    print(table(payload))
+    print(f"wrote {write_json(args.out, payload)}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

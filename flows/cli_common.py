@@ -1,0 +1,47 @@
+"""Options and helpers shared by every `capflow` command module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config YAML (default: $CAPFLOW_CONFIG or configs/tiny.yaml)."
+    ),
+]
+
+RootOpt = Annotated[
+    str | None,
+    typer.Option(help="Storage root: a folder or s3://bucket/prefix (overrides the config's)."),
+]
+
+EXIT_CONFIG = 2
+EXIT_INFRA = 3
+
+
+def absolute(uri: str) -> str:
+    """A local path made absolute (it may be read from another folder); URIs unchanged."""
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def storage_override(root: str | None) -> dict[str, str] | None:
+    return {"root": absolute(root)} if root else None
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def load_cfg(config: Path | None, **overrides: object):  # -> Config (lazy import)
+    from capflow_core.config import load_config
+    from capflow_core.errors import ConfigError
+
+    try:
+        return load_config(config, overrides={k: v for k, v in overrides.items() if v} or None)
+    except ConfigError as err:
+        raise fail(str(err), EXIT_CONFIG) from None

@@ -1,0 +1,225 @@
+"""Caption: run the engine over one shard of prepared items; stage the records.
+
+A plain function: ``capflow refresh``'s Prefect task calls :func:`caption_shard`. Outputs go
+to ``<root>/staging/<run_id>/captioned/<shard>.parquet`` (records with a caption, judge
+accepted or not), written under a temporary name and renamed, then committed by
+``<shard>._CAPTIONED`` (counts, tokens, cost). A shard with its marker is skipped on rerun.
+
+Samples whose model calls failed stay pending (a ``caption_attempts`` row; the next run's
+plan retries them) until they have used ``caption.retry_budget`` tries, then become
+``rejects`` rows, as do samples whose prepared media cannot be decoded. A model server
+that cannot be reached fails the whole shard (InfrastructureError): nothing is counted
+against the samples and the retried task redoes the shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from capflow_core.config import Config, S3Config, config_hash
+from capflow_core.errors import InfrastructureError, ItemError
+from capflow_core.storage import filesystem, join_under
+
+MARKER = "_CAPTIONED"
+_ENGINES: dict[str, Any] = {}  # one engine (loaded models) per config, per process
+
+
+def captioned_dir(root: str, run_id: str) -> str:
+    """``<root>/staging/<run_id>/captioned``."""
+    return join_under(root, "staging", run_id, "captioned")
+
+
+def shard_key(shard_uri: str) -> str:
+    """``shard-00003`` / ``carry-00000`` from a prepared or carry-over shard URI."""
+    return shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def engine_for(cfg: Config) -> Any:
+    """The process's CapFlow engine for this config (models load once per process)."""
+    from capflow_core.engine import CapFlow
+
+    key = config_hash(cfg)
+    if key not in _ENGINES:
+        _ENGINES[key] = CapFlow(cfg)
+    return _ENGINES[key]
+
+
+def read_caption_marker(root: str, run_id: str, shard: str, s3: S3Config) -> dict | None:
+    """A captioned shard's marker (its counts), or None when not captioned yet."""
+    fs, folder = filesystem(captioned_dir(root, run_id), s3)
+    try:
+        return json.loads(fs.cat_file(f"{folder}/{shard}.{MARKER}"))
+    except FileNotFoundError:
+        return None
+
+
+def caption_shard(
+    cfg: Config,
+    root: str,
+    run_id: str,
+    shard_uri: str,
+    *,
+    engine: Any = None,
+    on_record: Any = None,
+) -> dict[str, Any]:
+    """Caption one prepared (or carry-over) shard and commit its staged records.
+
+    ``engine`` defaults to this process's :func:`engine_for` the config.
+
+    Returns:
+        The shard's marker: ``captioned``, ``accepted``, ``failed`` (pending retry),
+        ``rejected``, ``tokens_prompt``, ``tokens_completion``, ``wall_s``, ``gpu_s``,
+        ``cost_usd``, ``api_usd``.
+
+    Raises:
+        InfrastructureError: a model server could not be used (retry the shard).
+    """
+    shard = shard_key(shard_uri)
+    done = read_caption_marker(root, run_id, shard, cfg.s3)
+    if done is not None:
+        return done
+    rows = _read_shard(shard_uri, cfg.s3)
+    samples, rejections = _samples(rows)
+    engine = engine or engine_for(cfg)
+    records = asyncio.run(engine.acaption(samples, run_id=run_id, on_record=on_record))
+    infra = [r for r in records if any(v.startswith("infrastructure:") for v in r.errors.values())]
+    if infra:
+        first = next(iter(infra[0].errors.values()))
+        raise InfrastructureError(
+            f"{shard}: {len(infra)} sample(s) could not reach a model server: {first}"
+        )
+    good = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    rejections += _over_budget(cfg, root, run_id, failed)
+    _write_records(root, run_id, shard, good, cfg.s3)
+    _store_outcomes(cfg, root, run_id, shard, failed, rejections)
+    cost = engine.last_cost
+    marker = {
+        "captioned": len(good),
+        "accepted": sum(r.accepted for r in good),
+        "failed": len(failed) - sum(1 for r in rejections if r.reason_code == "model_error"),
+        "rejected": len(rejections),
+        "tokens_prompt": sum(r.tokens.prompt for r in records),
+        "tokens_completion": sum(r.tokens.completion for r in records),
+        "wall_s": round(cost.wall_s, 3) if cost else 0.0,
+        "gpu_s": round(cost.gpu_seconds, 3) if cost else 0.0,
+        "cost_usd": cost.usd if cost else 0.0,
+        "api_usd": cost.api_usd if cost else 0.0,
+    }
+    fs, folder = filesystem(captioned_dir(root, run_id), cfg.s3)
+    fs.pipe(f"{folder}/{shard}.{MARKER}", json.dumps(marker, sort_keys=True).encode())
+    return marker
+
+
+def _read_shard(uri: str, s3: S3Config) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri, s3)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f).to_pylist()
+
+
+def _samples(rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    from capflow_core.prepare import Rejection
+    from capflow_core.prepared_media import sample_from_row
+    from capflow_core.records import Route
+
+    samples, rejections = [], []
+    for row in rows:
+        route = None
+        if row.get("route_domain"):
+            confidence, skipped = row["route_confidence"] or 0.0, row["route_skipped"]
+            route = Route(row["route_domain"], confidence, True if skipped is None else skipped)
+        try:
+            samples.append(sample_from_row(row, route))
+        except ItemError as err:
+            rejections.append(
+                Rejection(row["source_uri"], "corrupt", str(err), row["asset_id"], "caption")
+            )
+    return samples, rejections
+
+
+def _over_budget(cfg: Config, root: str, run_id: str, failed: list[Any]) -> list[Any]:
+    """Rejections for failed samples whose try in this run used up the retry budget."""
+    from capflow_core.caption_attempts import attempt_counts
+    from capflow_core.prepare import Rejection
+
+    if not failed:
+        return []
+    tried = attempt_counts(root, cfg.s3, [r.asset_id for r in failed])
+    out = []
+    for r in failed:
+        # this run's try is recorded with the shard; a redone shard must not count it twice
+        used = tried.get(r.asset_id, 0) + 1
+        if used >= cfg.caption.retry_budget:
+            detail = f"failed {used} time(s) (retry_budget {cfg.caption.retry_budget}): "
+            detail += "; ".join(f"{k}: {v}" for k, v in r.errors.items())
+            out.append(Rejection(r.source_uri, "model_error", detail, r.asset_id, "caption"))
+    return out
+
+
+def _write_records(root: str, run_id: str, shard: str, records: list[Any], s3: S3Config) -> None:
+    import pyarrow.parquet as pq
+
+    from capflow_core.records import to_arrow
+
+    fs, folder = filesystem(captioned_dir(root, run_id), s3)
+    fs.makedirs(folder, exist_ok=True)
+    tmp = f"{folder}/{shard}.parquet.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(to_arrow(records), f)
+    fs.mv(tmp, f"{folder}/{shard}.parquet")
+
+
+def _store_outcomes(
+    cfg: Config, root: str, run_id: str, shard: str, failed: list[Any], rejections: list[Any]
+) -> None:
+    from capflow_core.caption_attempts import record_failures
+    from capflow_core.run_outcome import store_rejects
+
+    rows = [
+        {
+            "asset_id": r.asset_id,
+            "source_uri": r.source_uri,
+            "stage": ",".join(sorted(r.errors)) or "caption",
+            "error": "; ".join(f"{k}: {v}" for k, v in r.errors.items()) or "no caption",
+        }
+        for r in failed
+    ]
+    record_failures(root, cfg.s3, run_id, rows)
+    store_rejects(root, cfg.s3, run_id, f"caption-{shard}", rejections)
+
+
+def staged_records(root: str, run_id: str, s3: S3Config) -> Any:
+    """All committed staged records of a run, one pyarrow table (canonical schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from capflow_core.records import SCHEMA
+
+    fs, folder = filesystem(captioned_dir(root, run_id), s3)
+    if not fs.exists(folder):
+        return SCHEMA.empty_table()
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+    shards = sorted(n.removesuffix("." + MARKER) for n in names if n.endswith("." + MARKER))
+    tables = []
+    for shard in shards:
+        with fs.open(f"{folder}/{shard}.parquet", "rb") as f:
+            tables.append(pq.read_table(f).cast(SCHEMA))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def caption_markers(root: str, run_id: str, s3: S3Config) -> dict[str, dict[str, Any]]:
+    """Every committed caption marker of a run, by shard."""
+    fs, folder = filesystem(captioned_dir(root, run_id), s3)
+    if not fs.exists(folder):
+        return {}
+    out = {}
+    for p in sorted(fs.ls(folder, detail=False)):
+        name = p.rsplit("/", 1)[-1]
+        if name.endswith("." + MARKER):
+            out[name.removesuffix("." + MARKER)] = json.loads(fs.cat_file(p))
+    return out

@@ -1,0 +1,119 @@
+"""Report: gather what a version (or a gate-failed run) report shows, and write it.
+
+The HTML report of dataset version V lives at ``<root>/reports/<V>/report.html``; a run that
+added no version gets ``<root>/reports/runs/<run_id>/report.html``. Both are rebuilt from
+the tables on demand (``capflow quality report``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capflow_core.config import Config, config_hash
+from capflow_core.errors import ConfigError
+from capflow_core.storage import join_under
+
+
+def report_uri(root: str, *, version: int | None, run_id: str) -> str:
+    """Where the report of a version (or of a run without one) is written."""
+    if version is not None:
+        return join_under(root, "reports", str(version), "report.html")
+    return join_under(root, "reports", "runs", run_id, "report.html")
+
+
+def write_run_report(
+    cfg: Config,
+    root: str,
+    *,
+    run_id: str,
+    version: int | None,
+    gate: dict[str, Any],
+    reconciliation: dict[str, Any],
+    cost: dict[str, Any],
+) -> str:
+    """Write the report of a run: of its version when it promoted one, else of its staged
+    records. Returns the report's URI."""
+    from capflow_core.captions_store import read_version, versions
+    from capflow_core.dataset_diff import diff_versions
+    from capflow_core.run_outcome import read_rejects
+    from quality.report import write_report
+    from quality.report_data import ReportData
+    from tasks.caption import staged_records
+
+    diff = None
+    if version is not None:
+        records = read_version(root, cfg.s3, version)
+        earlier = [v.version for v in versions(root, cfg.s3) if v.version < version]
+        d = diff_versions(root, cfg.s3, earlier[-1] if earlier else None, version)
+        diff = {
+            "old": d.old,
+            "new": d.new,
+            "by_domain": d.by_domain(),
+            "examples": {k: d.examples(k) for k in ("added", "changed", "removed")},
+        }
+        title = f"CapFlow dataset v{version}"
+    else:
+        records = staged_records(root, run_id, cfg.s3)
+        title = f"CapFlow run {run_id} (no new version)"
+    data = ReportData(
+        title=title,
+        version=version,
+        run_id=run_id,
+        created_at=_now(),
+        gate=gate,
+        reconciliation=reconciliation,
+        records=records,
+        rejects=read_rejects(root, cfg.s3, run_id),
+        cost={**cost, "api_name": cfg.cost.api.name},
+        diff=diff,
+        config_hash=config_hash(cfg),
+    )
+    return write_report(data, report_uri(root, version=version, run_id=run_id), cfg.s3)
+
+
+def rebuild_report(cfg: Config, root: str, version: int | None = None) -> str:
+    """Rebuild a version's report from the tables (default: the latest version).
+
+    Raises:
+        ConfigError: no dataset, or no such version.
+    """
+    from capflow_core.captions_store import versions
+    from capflow_core.runs_store import read_run
+
+    known = versions(root, cfg.s3)
+    if not known:
+        raise ConfigError(f"no dataset version under {root}: run `capflow refresh` first")
+    wanted = known[-1].version if version is None else version
+    chosen = next((v for v in known if v.version == wanted), None)
+    if chosen is None:
+        have = ", ".join(str(v.version) for v in known)
+        raise ConfigError(f"no dataset version {version}; versions: {have}")
+    run = read_run(root, cfg.s3, chosen.run_id or "") or {}
+    counts = run.get("counts") or {}
+    gate_dict = {
+        "passed": chosen.gate != "failed",
+        "label": chosen.gate,
+        "failing": run.get("failing") or [],
+        "evaluated": counts.get("gate_evaluated", 0),
+        "successful": counts.get("gate_successful", 0),
+        "data_docs": counts.get("data_docs"),
+    }
+    cost = {k: run.get(k) or 0 for k in ("tokens_prompt", "tokens_completion", "gpu_s")}
+    cost |= {k: run.get(k) or 0.0 for k in ("cost_usd", "api_usd")}
+    cost["captions"] = int((chosen.counts or {}).get("captioned", 0))
+    recon = run.get("reconciliation") or {}
+    return write_run_report(
+        cfg,
+        root,
+        run_id=chosen.run_id or f"version-{chosen.version}",
+        version=chosen.version,
+        gate=gate_dict,
+        reconciliation=recon,
+        cost=cost,
+    )
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,204 @@
+"""The dataset (`captions` Delta table): promote, versions, time travel, diff, takedown,
+concurrent and killed writers, on local roots and a moto S3 root."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from capflow_core import captions_store as cs
+from capflow_core.config import S3Config
+from capflow_core.dataset_diff import diff_versions
+from capflow_core.errors import ConfigError
+from capflow_core.records import AgentOutput, CaptionRecord, JudgeResult, Route, to_arrow
+
+S3 = S3Config()
+
+
+def rec(i: int, domain: str = "natural", fp: str = "fp1", run: str = "r1") -> CaptionRecord:
+    return CaptionRecord(
+        asset_id=f"{i:064x}",
+        source_uri=f"s3://src/{domain}/{i}.jpg",
+        modality="image",
+        domain=domain,
+        route=Route(domain, 0.9, False),
+        agents=[AgentOutput("scene", "describe", "m", "p" * 64, f"text {i}", 10, 20, 0.1)],
+        caption=f"caption {i} by {fp}",
+        judge=JudgeResult({"accuracy": 3, "detail": 2}, True, "mean>=2", "m"),
+        accepted=True,
+        fingerprint=fp,
+        run_id=run,
+    )
+
+
+def staged(ids, **kw):
+    return to_arrow([rec(i, **kw) for i in ids])
+
+
+def rows(root: str, version: int | None = None) -> dict[str, dict]:
+    table = cs.read_version(root, S3, version)
+    return {r["asset_id"]: r for r in table.to_pylist()}
+
+
+def test_promote_rerun_domain_change_and_removal(tmp_path):
+    root = str(tmp_path / "root")
+    first = to_arrow([rec(i, "natural") for i in range(4)] + [rec(i, "chart") for i in (4, 5)])
+    res = cs.promote(
+        root, S3, first, [], run_id="r1", flow_run_id="f1", counts={"staged": 6}, config_hash="c1"
+    )
+    assert (res.version, res.added, res.changed, res.removed, res.unchanged) == (1, 6, 0, 0, 0)
+    again = cs.promote(root, S3, first, [], run_id="r2")
+    assert again.version is None and again.unchanged == 6
+    assert cs.latest_version(root, S3) == 1
+    before = rows(root)
+
+    # a prompt change in "chart" re-captions only chart rows; asset 0 left the source
+    time.sleep(0.01)
+    chart = to_arrow([rec(i, "chart", fp="fp2", run="r3") for i in (4, 5)])
+    third = cs.promote(root, S3, chart, [f"{0:064x}", "not-there"], run_id="r3", gate="passed")
+    assert (third.version, third.added, third.changed, third.removed) == (2, 0, 2, 1)
+    after = rows(root)
+    assert set(after) == set(before) - {f"{0:064x}"}
+    for asset_id in (f"{i:064x}" for i in (1, 2, 3)):  # untouched natural rows
+        assert after[asset_id]["created_at"] == before[asset_id]["created_at"]
+        assert after[asset_id]["caption_id"] == before[asset_id]["caption_id"]
+    assert after[f"{4:064x}"]["caption"] == "caption 4 by fp2"
+    assert after[f"{4:064x}"]["caption_id"] != before[f"{4:064x}"]["caption_id"]
+
+    infos = cs.versions(root, S3)
+    assert [v.version for v in infos] == [1, 2]
+    v1 = infos[0].to_dict()
+    assert (v1["run_id"], v1["flow_run_id"], v1["gate"], v1["config_hash"]) == (
+        "r1",
+        "f1",
+        "passed",
+        "c1",
+    )
+    assert v1["counts"] == {"added": 6, "changed": 0, "removed": 0, "unchanged": 0, "staged": 6}
+    assert v1["timestamp"].endswith("+00:00") and v1["operation"] == "promote"
+
+    # time travel: version 1 still has the old chart captions and asset 0
+    old = rows(root, 1)
+    assert old[f"{4:064x}"]["caption"] == "caption 4 by fp1" and f"{0:064x}" in old
+    planner = cs.current_captions(root, S3)
+    assert planner.column_names == list(cs.PLANNER_COLUMNS) and planner.num_rows == 5
+
+    diff = diff_versions(root, S3, 1, 2)
+    assert (len(diff.added), len(diff.changed), len(diff.removed)) == (0, 2, 1)
+    assert diff.by_domain() == {
+        "chart": {"added": 0, "changed": 2, "removed": 0},
+        "natural": {"added": 0, "changed": 0, "removed": 1},
+    }
+    example = diff.examples("changed", 1)[0]
+    assert (example["caption"], example["old_caption"]) == ("caption 4 by fp2", "caption 4 by fp1")
+    assert diff_versions(root, S3, None, 1).by_domain()["chart"]["added"] == 2
+
+
+def test_staged_rows_checked_and_deduplicated(tmp_path):
+    root = str(tmp_path / "root")
+    bad = to_arrow(
+        [rec(1), CaptionRecord(asset_id="b" * 64, source_uri="s3://x", modality="image")]
+    )
+    with pytest.raises(ValueError, match="caption"):
+        cs.promote(root, S3, bad, [], run_id="r1")
+    with pytest.raises(ValueError, match="both"):
+        cs.promote(root, S3, staged([1]), [f"{1:064x}"], run_id="r1")
+    dup = to_arrow([rec(1, fp="old"), rec(2), rec(1, fp="new")])
+    res = cs.promote(root, S3, dup, [], run_id="r1")
+    assert res.added == 2 and rows(root)[f"{1:064x}"]["caption"] == "caption 1 by new"
+
+
+def test_missing_dataset_and_versions(tmp_path):
+    root = str(tmp_path / "root")
+    assert cs.versions(root, S3) == [] and cs.latest_version(root, S3) is None
+    assert cs.current_captions(root, S3).num_rows == 0
+    with pytest.raises(ConfigError, match="no dataset"):
+        cs.read_version(root, S3)
+    cs.promote(root, S3, staged(range(3)), [], run_id="r1")
+    with pytest.raises(ConfigError, match=r"version 7 .*available versions: \[1\]"):
+        cs.read_version(root, S3, 7)
+
+
+def test_takedown_then_vacuum_makes_old_versions_unreadable(tmp_path):
+    root = str(tmp_path / "root")
+    cs.promote(root, S3, staged(range(5)), [], run_id="r1")
+    assert cs.remove_assets(root, S3, asset_ids=["f" * 64]).version is None
+    res = cs.remove_assets(
+        root, S3, asset_ids=[f"{1:064x}"], source_uris=["s3://src/natural/3.jpg"], run_id="t1"
+    )
+    assert (res.version, res.removed) == (2, 2)
+    assert set(rows(root)) == {f"{i:064x}" for i in (0, 2, 4)}
+    info = cs.versions(root, S3)[-1]
+    assert (info.operation, info.run_id, info.counts["reason"]) == ("remove", "t1", "takedown")
+    assert len(rows(root, 1)) == 5  # the taken-down caption is still in version 1's files
+    listed = cs.vacuum(root, S3, retention_hours=0, dry_run=True)
+    assert listed and len(rows(root, 1)) == 5
+    assert sorted(cs.vacuum(root, S3, retention_hours=0, dry_run=False)) == sorted(listed)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        cs.read_version(root, S3, 1)
+    assert len(rows(root)) == 3
+
+
+def _writer(root: str, ids: list[int], domain: str, barrier) -> None:
+    barrier.wait()
+    for chunk in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
+        cs.promote(root, S3, staged(chunk, domain=domain), [], run_id=f"w-{domain}")
+
+
+def test_two_concurrent_writers_both_land(tmp_path):
+    root = str(tmp_path / "root")
+    cs.promote(root, S3, staged([0]), [], run_id="r0")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [
+        ctx.Process(target=_writer, args=(root, list(range(1, 41)), "natural", barrier)),
+        ctx.Process(target=_writer, args=(root, list(range(41, 81)), "chart", barrier)),
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert [v.version for v in cs.versions(root, S3)] == [1, 2, 3, 4, 5]
+    assert set(rows(root)) == {f"{i:064x}" for i in range(81)}
+
+
+def _busy_writer(root: str) -> None:
+    for n in range(1000):  # re-caption everything again and again until killed
+        cs.promote(root, S3, staged(range(3000), fp=f"fp{n}"), [], run_id=f"busy{n}")
+
+
+def test_killed_writer_leaves_last_version_readable_and_writable(tmp_path):
+    root = str(tmp_path / "root")
+    cs.promote(root, S3, staged(range(3000)), [], run_id="r0")
+    proc = multiprocessing.get_context("spawn").Process(target=_busy_writer, args=(root,))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while cs.latest_version(root, S3) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.15)  # somewhere inside a later MERGE
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    last = cs.latest_version(root, S3)
+    assert last >= 2
+    table = rows(root)
+    assert len(table) == 3000 and len({r["fingerprint"] for r in table.values()}) == 1
+    res = cs.promote(root, S3, staged(range(3000, 3010)), [], run_id="after")
+    assert res.version == last + 1 and len(rows(root)) == 3010
+
+
+def test_on_s3(moto_s3):
+    root = f"s3://capflow-test/datasets/{uuid.uuid4().hex[:8]}"
+    assert cs.promote(root, S3, staged(range(6)), [], run_id="r1").version == 1
+    assert cs.promote(root, S3, staged(range(6)), [], run_id="r2").version is None
+    res = cs.promote(root, S3, staged(range(2), fp="fp2"), [f"{5:064x}"], run_id="r3")
+    assert (res.version, res.changed, res.removed) == (2, 2, 1)
+    assert cs.remove_assets(root, S3, asset_ids=[f"{4:064x}"]).version == 3
+    assert [v.run_id for v in cs.versions(root, S3)][:2] == ["r1", "r3"]
+    assert len(rows(root, 1)) == 6 and len(rows(root)) == 4
+    assert len(diff_versions(root, S3, 1, 3).removed) == 2
