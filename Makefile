@@ -33,13 +33,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
-# Tesseract powers the OCR tool agent; without it the engine warns and runs without OCR.
+# Tesseract powers the OCR tool agent (without it the engine warns and runs without OCR);
+# Chromium renders the HTML quality report in the report test.
+APT_PACKAGES := tesseract:tesseract-ocr chromium:chromium
 system:
-	@if ! command -v tesseract >/dev/null 2>&1; then \
+	@missing=""; for pair in $(APT_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null) \
-	      || echo "warning: could not install tesseract-ocr; OCR agents run without grounding"; \
-	  else echo "warning: tesseract not found; run 'sudo apt-get install tesseract-ocr' for OCR"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing (OCR grounding / report browser test)"; \
+	  else echo "warning: missing$$missing; run 'sudo apt-get install$$missing'"; fi; \
 	fi
 
 clean:

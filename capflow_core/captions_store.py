@@ -1,40 +1,51 @@
-"""The ``captions`` Delta table: THE dataset (ARCHITECTURE.md §3), one row per asset.
+"""Writing the ``captions`` Delta table: THE dataset (ARCHITECTURE.md §3), one row per asset.
 
 A run that passes the gate lands as ONE MERGE commit keyed on ``asset_id`` (upserts of
 its staged rows and deletes of removed assets together), and that commit's Delta version
 is the dataset version; its commit metadata (``capflow.*`` keys) carries the run id,
 flow-run id, counts, gate result and config hash. Staged rows whose ``caption_id`` equals
-the stored one are dropped before the MERGE, so re-running the same inputs adds no version
-and a prompt change in one domain rewrites only that domain's rows. Older captions stay
-readable by time travel until :func:`vacuum` deletes the unreferenced files.
+the stored one are dropped before the MERGE, so re-running the same inputs adds no version.
+
+The table is partitioned by ``domain`` and ``cohort`` (:mod:`capflow_core.captions_read`).
+The MERGE source carries each row's partition: the stored ``cohort`` for updates and
+deletes, the current UTC month for inserts; an update whose domain changed becomes a delete
+in the old partition plus an insert in the new one. The MERGE predicate starts with a
+literal filter naming exactly those partitions, so Delta reads and rewrites only them (a
+join on random ``asset_id`` values alone prunes nothing). Older captions stay readable by
+time travel until :func:`vacuum` deletes the unreferenced files.
+
+The read side is re-exported here so ``from capflow_core.captions_store import ...`` works.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from capflow_core.captions_read import (  # noqa: F401  (re-exported)
+    NAME,
+    PARTITION_BY,
+    PLANNER_COLUMNS,
+    VersionInfo,
+    current_captions,
+    latest_version,
+    open_captions,
+    open_version,
+    read_version,
+    record_schema,
+    table_schema,
+    unreadable,
+    versions,
+)
 from capflow_core.config import S3Config
-from capflow_core.delta_store import open_table, retry_commit, scan_columns, table_uri
-from capflow_core.errors import ConfigError
+from capflow_core.delta_store import retry_commit, scan_columns
 
-NAME = "captions"
-PLANNER_COLUMNS = ("asset_id", "caption_id", "domain", "fingerprint", "route", "mode", "run_id")
 DEFAULT_RETENTION_HOURS = 168  # Delta's default deletedFileRetentionDuration (one week)
-
-
-def _schema() -> Any:
-    from capflow_core.records import SCHEMA
-
-    return SCHEMA
-
-
-def open_captions(root: str, s3: S3Config, create: bool = False) -> Any:
-    """The ``captions`` DeltaTable, or None when it does not exist and ``create`` is False."""
-    return open_table(root, s3, NAME, _schema, create)
+_KEYS = ["asset_id", "caption_id", "domain", "cohort"]
+_NULL = "\x00capflow-null"  # stands for a null domain in the join (NULL = NULL is not true)
 
 
 @dataclass
@@ -48,29 +59,41 @@ class PromoteResult:
     unchanged: int = 0
 
 
-@dataclass
-class VersionInfo:
-    """One dataset version: a commit of the ``captions`` table made by capflow."""
-
-    version: int
-    timestamp: str
-    operation: str
-    run_id: str | None = None
-    flow_run_id: str | None = None
-    gate: str | None = None
-    config_hash: str | None = None
-    counts: dict[str, Any] = field(default_factory=dict)
-    rows: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _metadata(result: PromoteResult, **meta: Any) -> dict[str, str]:
     counts = {k: getattr(result, k) for k in ("added", "changed", "removed", "unchanged")}
     counts |= meta.pop("counts", None) or {}
     out = {f"capflow.{k}": str(v) for k, v in meta.items() if v is not None}
     return out | {"capflow.counts": json.dumps(counts, sort_keys=True, default=str)}
+
+
+def _cohort_now() -> str:
+    """The cohort of rows inserted now: the current UTC month."""
+    return f"{datetime.now(UTC):%Y-%m}"
+
+
+def _quote(value: str) -> str:
+    return "'{}'".format(value.replace("'", "''"))
+
+
+def _sql_in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(_quote(v) for v in sorted(values))})"
+
+
+def partition_filter(partitions: Iterable[tuple[str | None, str]], alias: str = "") -> str:
+    """A SQL filter matching exactly the (domain, cohort) ``partitions``, as literals."""
+    by_domain: dict[str | None, set[str]] = {}
+    for domain, cohort in partitions:
+        by_domain.setdefault(domain, set()).add(cohort)
+    terms = [
+        f"({alias}domain {'IS NULL' if d is None else '= ' + _quote(d)} AND "
+        f"{_sql_in(alias + 'cohort', cohorts)})"
+        for d, cohorts in sorted(by_domain.items(), key=lambda kv: (kv[0] is not None, kv[0]))
+    ]
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _partitions(table: Any) -> set[tuple[str | None, str]]:
+    return set(zip(*(table.column(c).to_pylist() for c in PARTITION_BY), strict=True))
 
 
 def _dedup_last(staged: Any) -> Any:
@@ -79,45 +102,82 @@ def _dedup_last(staged: Any) -> Any:
     return staged if len(last) == staged.num_rows else staged.take(sorted(last.values()))
 
 
-def _stored_ids(table: Any, asset_ids: Any) -> Any:
-    """(asset_id, caption_id) of the stored rows among ``asset_ids`` (one streamed pass)."""
+def _stored_keys(table: Any, asset_ids: Any) -> Any:
+    """asset_id, caption_id, domain, cohort of the stored rows among ``asset_ids``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     parts = [
         b.filter(pc.is_in(b.column("asset_id"), value_set=asset_ids))
-        for b in scan_columns(table, ["asset_id", "caption_id"])
+        for b in scan_columns(table, _KEYS)
     ]
-    schema = pa.schema([("asset_id", pa.string()), ("caption_id", pa.string())])
-    return pa.Table.from_batches([p for p in parts if p.num_rows], schema=schema)
+    schema = pa.schema([(c, pa.string()) for c in _KEYS])
+    return pa.Table.from_batches([p.cast(schema) for p in parts if p.num_rows], schema=schema)
+
+
+def _same(a: Any, b: Any) -> Any:
+    """Element-wise null-aware equality of two string columns."""
+    import pyarrow.compute as pc
+
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    return pc.or_(pc.fill_null(pc.equal(a, b), False), both_null)
 
 
 def _plan(table: Any, staged: Any, removed: Any) -> tuple[Any, PromoteResult]:
-    """The MERGE source (upserts then deletes, with ``_op``) and the counts it implies."""
+    """The MERGE source (upserts then deletes, with ``_op`` and ``cohort``) and its counts."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     ids = staged.column("asset_id").combine_chunks()
-    stored = _stored_ids(table, pa.concat_arrays([ids, removed]))
-    keys = staged.select(["asset_id", "caption_id"]).rename_columns(["asset_id", "new_id"])
-    both = keys.join(stored, "asset_id", join_type="inner")
+    stored = _stored_keys(table, pa.concat_arrays([ids, removed]))
+    keys = staged.select(["asset_id", "caption_id", "domain"])
+    both = keys.rename_columns(["asset_id", "new_id", "new_domain"]).join(
+        stored, "asset_id", join_type="inner"
+    )
     same = both.filter(pc.equal(both.column("new_id"), both.column("caption_id")))
+    changed = both.filter(pc.not_equal(both.column("new_id"), both.column("caption_id")))
     upserts = staged.filter(pc.invert(pc.is_in(ids, value_set=same.column("asset_id"))))
-    gone = pc.filter(removed, pc.is_in(removed, value_set=stored.column("asset_id")))
+    at = pc.index_in(upserts.column("asset_id"), value_set=changed.column("asset_id"))
+    cohort = pc.fill_null(changed.column("cohort").take(at), _cohort_now())
+    moved = changed.filter(pc.invert(_same(changed.column("new_domain"), changed.column("domain"))))
+    gone = stored.filter(pc.is_in(stored.column("asset_id"), value_set=removed))
     result = PromoteResult(
         version=None,
         added=staged.num_rows - both.num_rows,
-        changed=both.num_rows - same.num_rows,
-        removed=len(gone),
+        changed=changed.num_rows,
+        removed=gone.num_rows,
         unchanged=same.num_rows,
     )
-    ops = pa.array(["upsert"] * upserts.num_rows + ["delete"] * len(gone), pa.string())
+    dead = pa.concat_tables([t.select(["asset_id", "domain", "cohort"]) for t in (gone, moved)])
     deletes = pa.table(
-        [gone if f.name == "asset_id" else pa.nulls(len(gone), f.type) for f in _schema()],
-        schema=_schema(),
+        [
+            dead.column(f.name) if f.name in dead.column_names else pa.nulls(len(dead), f.type)
+            for f in table_schema()
+        ],
+        schema=table_schema(),
     )
+    upserts = upserts.append_column("cohort", cohort.cast(pa.string()))
+    ops = pa.array(["upsert"] * upserts.num_rows + ["delete"] * len(dead), pa.string())
     source = pa.concat_tables([upserts, deletes]).append_column("_op", ops)
     return source, result
+
+
+def _merge_predicate(source: Any, inserts: bool) -> str:
+    """The join on asset_id behind a literal filter of the partitions the MERGE may touch.
+
+    With new assets, the whole current cohort (every domain) is in the filter: a concurrent
+    writer inserting the same asset under another domain then conflicts with this commit
+    (Delta checks what a transaction read), and the retry sees its row instead of adding a
+    second one.
+    """
+    null = _quote(_NULL)
+    touched = partition_filter(_partitions(source), "t.")
+    if inserts:
+        touched = f"({touched} OR t.cohort = {_quote(_cohort_now())})"
+    return (
+        f"{touched} AND t.asset_id = s.asset_id "
+        f"AND t.cohort = s.cohort AND coalesce(t.domain, {null}) = coalesce(s.domain, {null})"
+    )
 
 
 def promote(
@@ -154,7 +214,8 @@ def promote(
     import pyarrow.compute as pc
     from deltalake import CommitProperties
 
-    staged = _dedup_last(staged.select(_schema().names).cast(_schema()))
+    schema = record_schema()
+    staged = _dedup_last(staged.select(schema.names).cast(schema))
     if staged.column("caption").null_count:
         raise ValueError("staged rows without a caption cannot be promoted (stage only ok records)")
     removed = pa.array(sorted(set(removed_asset_ids)), pa.string())
@@ -168,10 +229,10 @@ def promote(
             return result
         meta = dict(run_id=run_id, flow_run_id=flow_run_id, operation=operation, gate=gate)
         meta |= dict(config_hash=config_hash, counts=counts)
-        cols = {c: f"s.{c}" for c in _schema().names}
+        cols = {c: f"s.{c}" for c in table_schema().names}
         table.merge(
             source,
-            predicate="t.asset_id = s.asset_id",
+            predicate=_merge_predicate(source, result.added > 0),
             source_alias="s",
             target_alias="t",
             commit_properties=CommitProperties(custom_metadata=_metadata(result, **meta)),
@@ -182,11 +243,6 @@ def promote(
         return result
 
     return retry_commit(attempt)
-
-
-def _sql_in(column: str, values: set[str]) -> str:
-    quoted = ", ".join("'{}'".format(v.replace("'", "''")) for v in sorted(values))
-    return f"{column} IN ({quoted})"
 
 
 def remove_assets(
@@ -220,124 +276,24 @@ def remove_assets(
         table = open_captions(root, s3)
         if table is None:
             return PromoteResult(version=None)
-        hits = sum(
-            pc.sum(
-                pc.or_(
-                    pc.is_in(b.column("asset_id"), value_set=id_set),
-                    pc.is_in(b.column("source_uri"), value_set=uri_set),
-                )
-            ).as_py()
-            or 0
-            for b in scan_columns(table, ["asset_id", "source_uri"])
-        )
-        result = PromoteResult(version=None, removed=hits)
-        if not hits:
+        hits = []
+        for b in scan_columns(table, ["asset_id", "source_uri", *PARTITION_BY]):
+            hit = pc.or_(
+                pc.is_in(b.column("asset_id"), value_set=id_set),
+                pc.is_in(b.column("source_uri"), value_set=uri_set),
+            )
+            hits.append(pa.Table.from_batches([b.filter(hit)]))
+        found = pa.concat_tables(hits) if hits else None
+        result = PromoteResult(version=None, removed=found.num_rows if found else 0)
+        if not result.removed:
             return result
         meta = _metadata(result, run_id=run_id, operation="remove", counts={"reason": reason})
-        table.delete(predicate, commit_properties=CommitProperties(custom_metadata=meta))
+        where = f"{partition_filter(_partitions(found))} AND ({predicate})"
+        table.delete(where, commit_properties=CommitProperties(custom_metadata=meta))
         result.version = table.version()
         return result
 
     return retry_commit(attempt)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-def versions(root: str, s3: S3Config) -> list[VersionInfo]:
-    """The dataset versions (commits carrying ``capflow.operation``), oldest first."""
-    table = open_captions(root, s3)
-    if table is None:
-        return []
-    out = []
-    for c in table.history():
-        if "capflow.operation" not in c:
-            continue
-        out.append(
-            VersionInfo(
-                version=c["version"],
-                timestamp=_iso(c["timestamp"]),
-                operation=c["capflow.operation"],
-                run_id=c.get("capflow.run_id"),
-                flow_run_id=c.get("capflow.flow_run_id"),
-                gate=c.get("capflow.gate"),
-                config_hash=c.get("capflow.config_hash"),
-                counts=json.loads(c.get("capflow.counts") or "{}"),
-            )
-        )
-    return sorted(out, key=lambda v: v.version)
-
-
-def latest_version(root: str, s3: S3Config) -> int | None:
-    """The newest dataset version, or None when nothing was promoted yet."""
-    found = versions(root, s3)
-    return found[-1].version if found else None
-
-
-def _strings(table: Any) -> Any:
-    import pyarrow as pa
-
-    return table.cast(
-        pa.schema(
-            [
-                f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f
-                for f in table.schema
-            ]
-        )
-    )
-
-
-def unreadable(root: str, s3: S3Config, version: int, err: Exception) -> ConfigError:
-    """The error for a dataset version that never existed or whose files were vacuumed."""
-    known = [v.version for v in versions(root, s3)]
-    return ConfigError(
-        f"dataset version {version} cannot be read ({type(err).__name__}); available "
-        f"versions: {known or 'none'} (VACUUM deletes the files of versions past retention)"
-    )
-
-
-def open_version(root: str, s3: S3Config, version: int | None = None) -> Any:
-    """The ``captions`` DeltaTable at ``version`` (None: the latest).
-
-    Raises:
-        ConfigError: no dataset under ``root``, or no such version.
-    """
-    table = open_captions(root, s3)
-    if table is None:
-        raise ConfigError(f"no dataset at {table_uri(root, NAME)}: promote a run first")
-    if version is not None:
-        try:
-            table.load_as_version(version)
-        except Exception as err:  # deltalake raises several kinds for a missing version
-            raise unreadable(root, s3, version, err) from err
-    return table
-
-
-def read_version(
-    root: str, s3: S3Config, version: int | None = None, columns: list[str] | None = None
-) -> Any:
-    """The dataset at ``version`` (None: the latest) by Delta time travel, as a pyarrow table.
-
-    Raises:
-        ConfigError: no dataset under ``root``, or the version never existed or was vacuumed.
-    """
-    table = open_version(root, s3, version)
-    try:
-        return _strings(table.to_pyarrow_table(columns=columns))
-    except Exception as err:  # a vacuumed version's files are gone
-        raise unreadable(root, s3, table.version(), err) from err
-
-
-def current_captions(root: str, s3: S3Config, columns: Iterable[str] = PLANNER_COLUMNS) -> Any:
-    """The latest dataset's ``columns`` (an empty table with them when there is no dataset)."""
-    columns = list(columns)
-    table = open_captions(root, s3)
-    if table is None:
-        return _schema().empty_table().select(columns)
-    return _strings(table.to_pyarrow_table(columns=columns)).cast(
-        _schema().empty_table().select(columns).schema
-    )
 
 
 def vacuum(

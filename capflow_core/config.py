@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from capflow_core.config_finetune import FinetuneConfig, LoraConfig
 from capflow_core.config_models import (  # re-exported: import config sections from here
     Endpoint,
     Models,
@@ -31,7 +32,9 @@ __all__ = [
     "CaptionStageConfig",
     "DaskConfig",
     "Endpoint",
+    "FinetuneConfig",
     "IngestConfig",
+    "LoraConfig",
     "ModelSpec",
     "Models",
     "OpenAIModel",
@@ -156,6 +159,7 @@ class Config(StrictModel):
     dask: DaskConfig = DaskConfig()
     caption: CaptionStageConfig = CaptionStageConfig()
     quality: QualityConfig = QualityConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )

@@ -115,3 +115,44 @@ def _array(values: set[str]) -> Any:
     import pyarrow as pa
 
     return pa.array(sorted(values), type=pa.string())
+
+
+def preparing_runs(root: str, s3: S3Config, asset_ids: set[str]) -> dict[str, str]:
+    """``asset_id -> assets.pending_run``: the run whose staging holds each prepared row."""
+    import pyarrow.compute as pc
+
+    from capflow_core.delta_store import open_assets, scan_columns
+
+    table = open_assets(root, s3)
+    if table is None or not asset_ids:
+        return {}
+    wanted, runs = _array(asset_ids), {}
+    for batch in scan_columns(table, ["asset_id", "pending_run"]):
+        hits = batch.filter(pc.is_in(batch.column("asset_id"), value_set=wanted))
+        runs.update((r["asset_id"], r["pending_run"]) for r in hits.to_pylist() if r["pending_run"])
+    return runs
+
+
+def prepared_for_captions(
+    root: str, s3: S3Config, caption_runs: dict[str, str | None]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Prepared rows of captioned assets: the preparing run's staging first, then the run
+    that wrote the caption (usually the same run).
+
+    Args:
+        caption_runs: ``asset_id -> run_id`` of each caption row.
+
+    Returns:
+        ``(found, tried)``: ``asset_id -> prepared row``, and the runs looked in per asset.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    tried: dict[str, list[str]] = {a: [] for a in caption_runs}
+    pending = preparing_runs(root, s3, set(caption_runs))
+    captioned = {a: run for a, run in caption_runs.items() if run}
+    for runs in (pending, captioned):
+        wanted = {a: run for a, run in runs.items() if a not in found and run not in tried[a]}
+        for asset_id, run in wanted.items():
+            tried[asset_id].append(run)
+        for row in find_prepared(root, s3, wanted):
+            found[row["asset_id"]] = row
+    return found, tried

@@ -7,11 +7,11 @@ and leaves the others as stored. Structured fields are stored as JSON strings.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from capflow_core.config import S3Config
-from capflow_core.delta_store import open_table, retry_commit, scan_columns
+from capflow_core.delta_store import open_table, scan_columns
+from capflow_core.delta_upsert import decode_json, encode_json, read_rows, upsert
 
 NAME = "runs"
 STATUSES = ("running", "promoted", "gate_failed", "no_change", "failed")
@@ -55,20 +55,11 @@ def open_runs(root: str, s3: S3Config, create: bool = False) -> Any:
     return open_table(root, s3, NAME, runs_schema, create)
 
 
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(fields) - set(RUN_COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown runs field(s) {unknown}; known: {list(RUN_COLUMNS)}")
+def _check(fields: dict[str, Any]) -> None:
     if fields.get("status") not in (None, *STATUSES):
         raise ValueError(f"status {fields['status']!r}: use one of {STATUSES}")
     if fields.get("gate") not in (None, *GATES):
         raise ValueError(f"gate {fields['gate']!r}: use one of {GATES}")
-    return {
-        k: json.dumps(v, sort_keys=True, default=str)
-        if k in JSON_COLUMNS and v is not None and not isinstance(v, str)
-        else v
-        for k, v in fields.items()
-    }
 
 
 def record_run(root: str, s3: S3Config, run_id: str, **fields: Any) -> None:
@@ -84,36 +75,21 @@ def record_run(root: str, s3: S3Config, run_id: str, **fields: Any) -> None:
     Raises:
         ValueError: an unknown field, status or gate.
     """
-    import pyarrow as pa
-    from deltalake import CommitProperties
-
-    values = _encode(fields) | {"run_id": run_id}
-    schema = pa.schema([runs_schema().field(c) for c in RUN_COLUMNS if c in values])
-    source = pa.Table.from_pylist([values], schema=schema)
-    given = {c: f"s.{c}" for c in schema.names}
-
-    def attempt() -> None:
-        open_runs(root, s3, create=True).merge(
-            source,
-            predicate="t.run_id = s.run_id",
-            source_alias="s",
-            target_alias="t",
-            commit_properties=CommitProperties(custom_metadata={"capflow.run_id": run_id}),
-        ).when_matched_update(given).when_not_matched_insert(given).execute()
-
-    retry_commit(attempt)
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
+    _check(fields)
+    upsert(
+        root,
+        s3,
+        NAME,
+        runs_schema,
+        {"run_id": run_id},
+        encode_json(fields, JSON_COLUMNS),
+        metadata={"capflow.run_id": run_id},
+    )
 
 
 def read_runs(root: str, s3: S3Config) -> list[dict[str, Any]]:
     """Every run's row, JSON fields decoded, sorted by ``started_at`` (unknown last)."""
-    table = open_runs(root, s3)
-    if table is None:
-        return []
-    rows = [_decode(r) for b in scan_columns(table, list(RUN_COLUMNS)) for r in b.to_pylist()]
+    rows = list(read_rows(root, s3, NAME, runs_schema, JSON_COLUMNS))
     return sorted(rows, key=lambda r: (r["started_at"] is None, r["started_at"] or "", r["run_id"]))
 
 
@@ -127,5 +103,5 @@ def read_run(root: str, s3: S3Config, run_id: str) -> dict[str, Any] | None:
     for batch in scan_columns(table, list(RUN_COLUMNS)):
         hit = batch.filter(pc.equal(batch.column("run_id"), run_id))
         if hit.num_rows:
-            return _decode(hit.to_pylist()[0])
+            return decode_json(hit.to_pylist()[0], JSON_COLUMNS)
     return None

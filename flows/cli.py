@@ -14,6 +14,7 @@ from flows.cli_common import (
     EXIT_INFRA,
     ConfigOpt,
     RootOpt,
+    SourceOpt,
     absolute,
     fail,
     load_cfg,
@@ -83,10 +84,7 @@ def doctor(config: ConfigOpt = None) -> None:
 @app.command()
 def ingest(
     config: ConfigOpt = None,
-    source: Annotated[
-        list[str] | None,
-        typer.Option(help="Source URI (local folder or s3://bucket/prefix); replaces config's."),
-    ] = None,
+    source: SourceOpt = None,
     root: RootOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; write nothing.")] = False,
     run_id: Annotated[

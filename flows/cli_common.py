@@ -19,6 +19,11 @@ RootOpt = Annotated[
     typer.Option(help="Storage root: a folder or s3://bucket/prefix (overrides the config's)."),
 ]
 
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Source URI (local folder or s3://bucket/prefix); replaces config's."),
+]
+
 EXIT_CONFIG = 2
 EXIT_INFRA = 3
 

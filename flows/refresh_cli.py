@@ -13,6 +13,7 @@ from flows.cli_common import (
     EXIT_INFRA,
     ConfigOpt,
     RootOpt,
+    SourceOpt,
     absolute,
     fail,
     load_cfg,
@@ -44,10 +45,7 @@ def overrides_for(root: str | None, sources: list[str] | None) -> dict[str, Any]
 
 def refresh(
     config: ConfigOpt = None,
-    source: Annotated[
-        list[str] | None,
-        typer.Option(help="Source URI (local folder or s3://bucket/prefix); replaces config's."),
-    ] = None,
+    source: SourceOpt = None,
     root: RootOpt = None,
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default: resume an unfinished run, else new).")

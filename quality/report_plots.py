@@ -130,21 +130,11 @@ def _judge_scores(s: Summary) -> str | None:
     if not s.judge:
         return None
     criteria = sorted(s.judge)
-    fig = _figure(3.2, max(5.0, 1.2 * len(criteria) + 2))
-    ax = fig.add_subplot()
-    width = 0.8 / 3
-    for k, score in enumerate((1, 2, 3)):
-        xs = [i + (k - 1) * width for i in range(len(criteria))]
-        counts = [s.judge[c].get(score, 0) for c in criteria]
-        bars = ax.bar(xs, counts, width, label=f"score {score}", color=SCORE_COLORS[score])
-        ax.bar_label(bars, padding=2, fontsize=7)
-    ax.set_xticks(range(len(criteria)), [_label(c) for c in criteria])
-    ax.set_ylabel("captions")
-    ax.yaxis.set_major_locator(_integer_ticks())
-    ax.legend(fontsize=8, frameon=False)
-    ax.margins(y=0.15)
-    _tidy(ax)
-    return _encode(fig)
+    series = [
+        (f"score {score}", SCORE_COLORS[score], [s.judge[c].get(score, 0) for c in criteria])
+        for score in (1, 2, 3)
+    ]
+    return _grouped_bars(criteria, series, height=max(5.0, 1.2 * len(criteria) + 2))
 
 
 def _accept_rate(s: Summary) -> str | None:
@@ -177,16 +167,26 @@ def _diff(diff: dict | None) -> str | None:
     if not by_domain:
         return None
     domains = sorted(by_domain)[:MAX_BARS]
-    fig = _figure(3.2, max(5.0, 1.0 * len(domains) + 2))
-    ax = fig.add_subplot()
-    width = 0.8 / 3
     kinds = (("added", COLORS["ok"]), ("changed", COLORS["mid"]), ("removed", COLORS["bad"]))
-    for k, (kind, color) in enumerate(kinds):
-        xs = [i + (k - 1) * width for i in range(len(domains))]
-        counts = [int(by_domain[d].get(kind, 0)) for d in domains]
-        bars = ax.bar(xs, counts, width, label=kind, color=color)
+    series = [
+        (kind, color, [int(by_domain[d].get(kind, 0)) for d in domains]) for kind, color in kinds
+    ]
+    return _grouped_bars(domains, series, height=max(5.0, 1.0 * len(domains) + 2))
+
+
+def _grouped_bars(
+    groups: list[str], series: list[tuple[str, str, list[int]]], height: float
+) -> str:
+    """Bars of several series side by side per group, counts on top."""
+    fig = _figure(3.2, height)
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    middle = (len(series) - 1) / 2
+    for k, (label, color, counts) in enumerate(series):
+        xs = [i + (k - middle) * width for i in range(len(groups))]
+        bars = ax.bar(xs, counts, width, label=label, color=color)
         ax.bar_label(bars, padding=2, fontsize=7)
-    ax.set_xticks(range(len(domains)), [_label(d) for d in domains])
+    ax.set_xticks(range(len(groups)), [_label(g) for g in groups])
     ax.set_ylabel("captions")
     ax.yaxis.set_major_locator(_integer_ticks())
     ax.legend(fontsize=8, frameon=False)

@@ -67,42 +67,20 @@ def _caption_rows(
     return table.version(), sorted(rows, key=lambda r: r["asset_id"])
 
 
-def _pending_runs(root: str, s3: S3Config, ids: set[str]) -> dict[str, str]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from capflow_core.delta_store import open_assets, scan_columns
-
-    table = open_assets(root, s3)
-    if table is None or not ids:
-        return {}
-    wanted, runs = pa.array(sorted(ids), pa.string()), {}
-    for batch in scan_columns(table, ["asset_id", "pending_run"]):
-        hits = batch.filter(pc.is_in(batch.column("asset_id"), value_set=wanted))
-        runs.update((r["asset_id"], r["pending_run"]) for r in hits.to_pylist() if r["pending_run"])
-    return runs
-
-
 def _with_media(
     root: str, s3: S3Config, rows: list[dict[str, Any]], skipped: list[dict[str, Any]]
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(caption row, prepared row) pairs; rows without a prepared row go to ``skipped``."""
-    from capflow_core.prepared_media import find_prepared
+    from capflow_core.prepared_media import prepared_for_captions
 
-    left = {r["asset_id"]: r for r in rows}
-    pending = _pending_runs(root, s3, set(left))
-    tried: dict[str, list[str]] = {a: [] for a in left}
-    # the preparing run first, then the captioning run (usually the same run)
-    for runs in (pending, {a: r["run_id"] for a, r in left.items() if r["run_id"]}):
-        wanted = {a: run for a, run in runs.items() if a in left and run not in tried[a]}
-        for a, run in wanted.items():
-            tried[a].append(run)
-        for prepared in find_prepared(root, s3, wanted):
-            yield left.pop(prepared["asset_id"]), prepared
-    for asset_id, row in left.items():
-        where = ", ".join(tried[asset_id]) or "none recorded"
-        detail = f"no prepared row in the staging of run(s): {where}"
-        skipped.append(_skip(row, "prepared_media_missing", detail))
+    found, tried = prepared_for_captions(root, s3, {r["asset_id"]: r["run_id"] for r in rows})
+    for row in rows:
+        if row["asset_id"] in found:
+            yield row, found[row["asset_id"]]
+        else:
+            where = ", ".join(tried[row["asset_id"]]) or "none recorded"
+            detail = f"no prepared row in the staging of run(s): {where}"
+            skipped.append(_skip(row, "prepared_media_missing", detail))
 
 
 def _skip(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ dataset version).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -16,20 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("llava", "parquet", "webdataset")
+from capflow_core.training_examples import instruction_for
 
-IMAGE_INSTRUCTIONS = (
-    "Describe this image in detail.",
-    "Write a detailed caption for this image.",
-    "What is shown in this image? Describe it thoroughly.",
-    "Give a comprehensive description of this image, including any text and its layout.",
-    "Provide an accurate, detailed description of this picture.",
-)
-VIDEO_INSTRUCTIONS = (
-    "Describe this video in detail.",
-    "Describe what happens in this video, in order.",
-    "Write a detailed caption for this video, covering how the scene changes over time.",
-)
+FORMATS = ("llava", "parquet", "webdataset")
 
 # parquet columns besides the media; judge_scores is a JSON object (criteria differ by modality)
 _COLUMNS = {
@@ -66,12 +54,6 @@ class ExportItem:
         return f"{folder}/{self.key}.{self.ext}"
 
 
-def instruction(key: str, modality: str) -> str:
-    """A captioning instruction picked deterministically by the hash of ``key``."""
-    choices = VIDEO_INSTRUCTIONS if modality == "video" else IMAGE_INSTRUCTIONS
-    return choices[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(choices)]
-
-
 def _write_media(folder: Path, item: ExportItem) -> None:
     path = folder / item.media_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +73,7 @@ class LlavaWriter:
         _write_media(self.folder, item)
         self.media_files += 1
         token = "<video>" if item.modality == "video" else "<image>"
-        human = f"{token}\n{instruction(item.key, item.modality)}"
+        human = f"{token}\n{instruction_for(item.key, item.modality)}"
         record = {
             "id": item.key,
             item.modality if item.modality == "video" else "image": item.media_path,

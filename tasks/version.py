@@ -38,7 +38,6 @@ def data_docs_uri(root: str, run_id: str) -> str:
 def gate_run(cfg: Config, root: str, run_id: str) -> GateOutcome:
     """Run the caption contract on a run's staged records and build its Data Docs."""
     from quality.gate import run_gate
-
     from tasks.caption import staged_records
 
     staged = staged_records(root, run_id, cfg.s3)

@@ -23,19 +23,32 @@ def test_dataset_bench_smoke(tmp_path):
     assert "ratio MERGE/parquet write" in proc.stdout
     data = json.loads(out.read_text())
     assert data["settings"] == {"rows": 2000, "batch": 200, "seed": 0}
-    assert data["inputs"]["batch_updates"] == 100 and data["inputs"]["batch_new"] == 100
+    inputs = data["inputs"]
+    assert inputs["table_files"] > 12 and inputs["mixed_updates"] == 100
+    recaption_rows = inputs["batch_rows"]["recaption"]
+    assert 0 < recaption_rows <= inputs["recaption_domain_rows"] < 2000 * 0.2
     runs = data["runs"]
-    for kind in ("parquet", "merge", "remerge"):
-        assert runs[kind]["rows"] == 200
-        assert runs[kind]["wall_s"] > 0 and runs[kind]["rows_per_s"] > 0
-        assert runs[kind]["peak_rss_mib"] >= runs[kind]["rss_before_mib"] > 0
-    merged = runs["merge"]["result"]
-    assert (merged["added"], merged["changed"], merged["version"]) == (100, 100, 1)
-    assert runs["remerge"]["result"] == {
+    assert set(runs) == {"new", "recaption", "mixed", "remerge"}
+    for name, run in runs.items():
+        for kind in ("parquet", "merge"):
+            r = run[kind]
+            assert r["rows"] == (recaption_rows if name == "recaption" else 200)
+            assert r["wall_s"] > 0 and r["rows_per_s"] > 0
+            assert r["peak_rss_mib"] >= r["rss_before_mib"] > 0
+        assert data["ratios"][name] > 0
+    result = {name: run["merge"]["result"] for name, run in runs.items()}
+    assert (result["new"]["added"], result["new"]["changed"], result["new"]["version"]) == (
+        200,
+        0,
+        1,
+    )
+    assert (result["recaption"]["changed"], result["recaption"]["added"]) == (recaption_rows, 0)
+    assert (result["mixed"]["added"], result["mixed"]["changed"]) == (100, 100)
+    assert result["remerge"] == {
         "version": None,
         "added": 0,
         "changed": 0,
         "removed": 0,
         "unchanged": 200,
     }
-    assert data["ratio"] > 0 and data["target_ratio"] == 3.0
+    assert data["target_ratio"] == 3.0 and data["targeted"] == ["new", "recaption"]

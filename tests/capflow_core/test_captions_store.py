@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 
+import pyarrow as pa
 import pytest
 
 from capflow_core import captions_store as cs
@@ -202,3 +203,81 @@ def test_on_s3(moto_s3):
     assert [v.run_id for v in cs.versions(root, S3)][:2] == ["r1", "r3"]
     assert len(rows(root, 1)) == 6 and len(rows(root)) == 4
     assert len(diff_versions(root, S3, 1, 3).removed) == 2
+
+
+def _files(root: str) -> dict[tuple, set[str]]:
+    """Data files of the latest version by (domain, cohort) partition."""
+    adds = pa.table(cs.open_captions(root, S3).get_add_actions(flatten=True)).to_pylist()
+    out: dict[tuple, set[str]] = {}
+    for a in adds:
+        out.setdefault((a["partition.domain"], a["partition.cohort"]), set()).add(a["path"])
+    return out
+
+
+def test_partitions_pruned_domain_moves_and_null_domain(tmp_path, monkeypatch):
+    root = str(tmp_path / "root")
+    for month, base in (("2026-01", 0), ("2026-02", 6)):
+        monkeypatch.setattr(cs, "_cohort_now", lambda m=month: m)
+        batch = [rec(base + i, "natural") for i in range(3)]
+        batch += [rec(base + 3, "chart"), rec(base + 4, "chart"), rec(base + 5, None)]
+        cs.promote(root, S3, to_arrow(batch), [], run_id=f"r{month}")
+    before = _files(root)
+    assert set(before) == {
+        (d, m) for d in ("natural", "chart", None) for m in ("2026-01", "2026-02")
+    }
+
+    # March: re-caption chart 3,4; move 0 natural->chart, 5 null->ui, 1 natural->null;
+    # insert 20; remove 6 (natural, 2026-02). chart/null 2026-02 must stay untouched.
+    monkeypatch.setattr(cs, "_cohort_now", lambda: "2026-03")
+    batch = [rec(i, "chart", fp="fp2") for i in (3, 4, 0)]
+    batch += [rec(5, "ui", fp="fp2"), rec(1, None, fp="fp2"), rec(20, "natural")]
+    res = cs.promote(root, S3, to_arrow(batch), [f"{6:064x}"], run_id="r3")
+    assert (res.version, res.added, res.changed, res.removed, res.unchanged) == (3, 1, 5, 1, 0)
+    after = _files(root)
+    for untouched in (("chart", "2026-02"), (None, "2026-02")):
+        assert after[untouched] == before[untouched]
+    assert after[("natural", "2026-02")] != before[("natural", "2026-02")]
+    metrics = cs.open_captions(root, S3).history(1)[0]["operationMetrics"]
+    # only natural/chart/null 2026-01 and natural 2026-02 are read and rewritten
+    assert metrics["num_target_files_scanned"] == 4 and metrics["num_target_files_removed"] == 4
+
+    table = cs.read_version(root, S3)
+    assert table.column_names == cs.record_schema().names  # no cohort by default
+    stored = {
+        r["asset_id"]: r
+        for r in cs.read_version(root, S3, columns=["asset_id", "domain", "cohort"]).to_pylist()
+    }
+    assert len(stored) == table.num_rows == 12  # a moved asset is not duplicated
+    expect = {0: ("chart", "2026-01"), 1: (None, "2026-01"), 5: ("ui", "2026-01")}
+    expect |= {20: ("natural", "2026-03"), 9: ("chart", "2026-02"), 11: (None, "2026-02")}
+    for i, (domain, cohort) in expect.items():
+        assert (stored[f"{i:064x}"]["domain"], stored[f"{i:064x}"]["cohort"]) == (domain, cohort)
+    assert f"{6:064x}" not in stored
+    assert rows(root)[f"{1:064x}"]["caption"] == "caption 1 by fp2"
+    assert cs.current_captions(root, S3, ["asset_id", "cohort"]).num_rows == 12
+    assert cs.promote(root, S3, to_arrow(batch), [], run_id="r4").version is None
+
+    # a takedown in the null-domain partition rewrites only that partition
+    res = cs.remove_assets(root, S3, asset_ids=[f"{1:064x}"], run_id="t1")
+    assert (res.version, res.removed) == (4, 1)
+    final = _files(root)
+    assert {k: v for k, v in final.items() if k != (None, "2026-01")} == {
+        k: v for k, v in after.items() if k != (None, "2026-01")
+    }
+    assert len(rows(root)) == 11
+
+
+def test_racing_inserts_of_one_asset_under_two_domains_leave_one_row(tmp_path, monkeypatch):
+    """Writer B planned on a snapshot from before writer A inserted the same new asset under
+    another domain: B's commit must conflict (it read the current cohort) and its retry
+    update A's row, not add a second one."""
+    root = str(tmp_path / "root")
+    cs.promote(root, S3Config(), staged([1]), [], run_id="base")
+    stale = cs.open_captions(root, S3Config())
+    cs.promote(root, S3Config(), staged([7], domain="natural"), [], run_id="a")
+    real, handed = cs.open_captions, iter([stale])
+    monkeypatch.setattr(cs, "open_captions", lambda *a, **k: next(handed, None) or real(*a, **k))
+    result = cs.promote(root, S3Config(), staged([7], domain="chart", fp="fp2"), [], run_id="b")
+    assert result.version == 3 and result.changed == 1 and result.added == 0
+    final = [r for r in rows(root).values() if r["asset_id"] == rec(7).asset_id]
+    assert len(final) == 1 and final[0]["domain"] == "chart"
