@@ -90,6 +90,12 @@ class RouterConfig(StrictModel):
 
 class CaptionerConfig(StrictModel):
     mode: Literal["capflow", "single"] = "capflow"
+    model: str | None = Field(
+        None,
+        pattern=r"^model:[A-Za-z0-9._-]+/(latest|[0-9]+)$",
+        description="caption in single mode with a registered fine-tuned captioner, "
+        "e.g. model:metacaptioner/latest (resolved against the storage root's models table)",
+    )
 
 
 class VideoConfig(StrictModel):

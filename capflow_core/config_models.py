@@ -19,6 +19,12 @@ class TransformersModel(StrictModel):
     backend: Literal["transformers"]
     model: str = Field(description="hub id or local folder")
     revision: str | None = None
+    adapter: str | None = Field(
+        None, description="a peft LoRA adapter folder applied on top of `model` (MetaCaptioner)"
+    )
+    name: str | None = Field(
+        None, description="the captioner id recorded on captions (default: model[:adapter])"
+    )
     build_tiny: bool = Field(False, description="build the tiny offline model here if missing")
     device: str = "cpu"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

@@ -22,8 +22,11 @@ from capflow_core.registry import Agent, Domain, Registry
 def model_revision(spec: TransformersModel | OpenAIModel) -> str:
     """A local folder's revision is the hash of its files; a hub/served model's is pinned or not."""
     if isinstance(spec, TransformersModel) and is_path_like(spec.model):
-        return _folder_revision(spec.model)
-    revision = spec.revision or "unpinned"
+        revision = _folder_revision(spec.model)
+    else:
+        revision = spec.revision or "unpinned"
+    if isinstance(spec, TransformersModel) and spec.adapter:
+        return revision + "+adapter:" + _folder_revision(spec.adapter)  # the weights themselves
     if isinstance(spec, OpenAIModel) and spec.adapter:
         revision += f"+adapter:{spec.adapter}"
     return revision

@@ -199,9 +199,12 @@ def demo(
 def _mount() -> None:
     from flows.dataset_cli import app as dataset_app
     from flows.export_cli import export
+    from flows.model_cli import evaluate, finetune, models
     from flows.refresh_cli import promote, quality_app, refresh
 
     app.command()(refresh)
+    for command in (finetune, evaluate, models):
+        app.command()(command)
     dataset_app.command()(promote)
     dataset_app.command()(export)
     app.add_typer(dataset_app)

@@ -77,6 +77,9 @@ def caption_shard(
     Raises:
         InfrastructureError: a model server could not be used (retry the shard).
     """
+    from tasks.captioner import effective_config
+
+    cfg = effective_config(cfg)  # captioner.model: a registered MetaCaptioner
     shard = shard_key(shard_uri)
     done = read_caption_marker(root, run_id, shard, cfg.s3)
     if done is not None:

@@ -51,6 +51,7 @@ def plan_captions(
 ) -> CaptionPlan:
     """Decide what ``run_id`` captions; write carry-over shards; idempotent per run."""
     from capflow_core.prepared_media import prepared_shards
+    from tasks.captioner import effective_config
 
     fs, folder = filesystem(carryover_dir(root, run_id), cfg.s3)
     try:
@@ -61,7 +62,7 @@ def plan_captions(
     own_ids = _asset_ids(own, cfg.s3)
     active = _active_assets(root, cfg.s3)
     current = _current(root, cfg.s3)
-    stale = _stale(cfg, current, active, own_ids)
+    stale = _stale(effective_config(cfg), current, active, own_ids)
     waiting = _uncaptioned(cfg, root, current, active, own_ids)
     rows = list(_carry_rows(cfg, root, {**waiting, **stale}, active, current))
     plan = CaptionPlan(

@@ -43,6 +43,9 @@ def gate_run(cfg: Config, root: str, run_id: str) -> GateOutcome:
     staged = staged_records(root, run_id, cfg.s3)
     if staged.num_rows == 0:
         return GateOutcome(passed=True, skipped=True, summary="gate skipped: nothing staged")
+    if cfg.captioner.model:  # a registered captioner writes in single mode
+        single = cfg.captioner.model_copy(update={"mode": "single"})
+        cfg = cfg.model_copy(update={"captioner": single})
     result = run_gate(staged, cfg, run_id=run_id, docs_uri=data_docs_uri(root, run_id), s3=cfg.s3)
     return GateOutcome(passed=result.passed, summary=result.summary(), result=result.to_dict())
 

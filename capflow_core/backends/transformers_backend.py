@@ -54,7 +54,7 @@ class TransformersBackend:
 
     def __init__(self, spec: TransformersModel, runner: Any = None) -> None:
         self.spec = spec
-        self.model_id = spec.model
+        self.model_id = spec.name or spec.model + (f":{spec.adapter}" if spec.adapter else "")
         self.stats = BatchStats()
         self._runner: Any = runner
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +140,7 @@ class TransformersBackend:
 
                 build_tiny_model(folder)
             source, revision = str(folder), None
-        return Runner.load(source, revision, self.spec.device, self.spec.dtype)
+        return Runner.load(source, revision, self.spec.device, self.spec.dtype, self.spec.adapter)
 
     async def _work(self) -> None:
         assert self._wake is not None

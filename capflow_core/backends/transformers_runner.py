@@ -47,11 +47,14 @@ class Runner:
         self._generate_calls = 0
 
     @classmethod
-    def load(cls, source: str, revision: str | None, device: str, dtype: str) -> Runner:
-        """Load a hub id (at ``revision``) or a local folder onto ``device``.
+    def load(
+        cls, source: str, revision: str | None, device: str, dtype: str, adapter: str | None = None
+    ) -> Runner:
+        """Load a hub id (at ``revision``) or a local folder onto ``device``; with
+        ``adapter``, a peft LoRA adapter folder is applied and merged into the weights.
 
         Raises:
-            ConfigError: the model or processor cannot be found or read.
+            ConfigError: the model, processor or adapter cannot be found or read.
         """
         try:
             processor = AutoProcessor.from_pretrained(source, revision=revision)
@@ -63,6 +66,13 @@ class Runner:
                 f"cannot load model {source!r} (revision {revision}): {err}. Download it first "
                 f"(`hf download {source}`) or point the role's `model` at a local folder"
             ) from err
+        if adapter:
+            from peft import PeftModel
+
+            try:
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"cannot load adapter {adapter!r} on {source!r}: {err}") from err
         return cls(model.eval(), processor, device)
 
     def take_generate_calls(self) -> int:

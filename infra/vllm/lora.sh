@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A fine-tuned MetaCaptioner adapter served on its base model (single captioner mode).
-#   ADAPTER=/data/capflow/models/metacaptioner/3 bash infra/vllm/lora.sh
-# Requests name the adapter as the model: "model": "metacaptioner". In the config:
+#   NAME=metacaptioner-3 ADAPTER=/data/capflow/models/metacaptioner/3/adapter \
+#     bash infra/vllm/lora.sh
+# A registered model `model:metacaptioner/N` (see `capflow models`) is requested under the
+# adapter name `metacaptioner-N` when the vlm role is served (captioner.model or
+# `capflow evaluate --captioner model:metacaptioner/N` set it). By hand, in the config:
 #   models: {vlm: {backend: openai, model: Qwen/Qwen2.5-VL-7B-Instruct,
-#                  adapter: metacaptioner, endpoints: [{url: http://127.0.0.1:8003/v1}]}}
+#                  adapter: metacaptioner-3, endpoints: [{url: http://127.0.0.1:8003/v1}]}}
 # Base-model requests ("model": the base id) still work on the same server.
 source "$(dirname "$0")/common.sh"
 : "${ADAPTER:?set ADAPTER to the adapter folder (adapter_config.json + weights)}"
