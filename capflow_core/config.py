@@ -23,6 +23,7 @@ from capflow_core.config_models import (  # re-exported: import config sections 
     StrictModel,
     TransformersModel,
 )
+from capflow_core.config_orchestration import OrchestrationConfig
 from capflow_core.config_preprocess import DaskConfig, PreprocessConfig
 from capflow_core.config_quality import CaptionStageConfig, QualityConfig, RateBounds, WordBounds
 from capflow_core.config_sources import IngestConfig, S3Config, SourceConfig, StorageConfig
@@ -38,6 +39,7 @@ __all__ = [
     "ModelSpec",
     "Models",
     "OpenAIModel",
+    "OrchestrationConfig",
     "PreprocessConfig",
     "QualityConfig",
     "RateBounds",
@@ -166,6 +168,7 @@ class Config(StrictModel):
     caption: CaptionStageConfig = CaptionStageConfig()
     quality: QualityConfig = QualityConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )

@@ -73,3 +73,6 @@ class FinetuneConfig(StrictModel):
     gradient_checkpointing: bool | None = Field(None, description="None: on when on a GPU")
     packing: bool | None = Field(None, description="None: sequence packing when on a GPU")
     device: str | None = Field(None, description="None: cuda when available, else cpu")
+    dataloader_workers: Annotated[int, Field(ge=0, le=64)] | None = Field(
+        None, description="processes building batches (None: 2 on a GPU, 0 on the CPU)"
+    )

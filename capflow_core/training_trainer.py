@@ -108,7 +108,7 @@ def build_trainer(
         data_seed=ft.seed,
         bf16=precision.bf16,
         use_cpu=precision.device == "cpu",
-        dataloader_num_workers=0,
+        dataloader_num_workers=_workers(ft, precision),
         remove_unused_columns=False,
         label_names=["labels"],
         report_to=[],
@@ -125,3 +125,11 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)  # logs go to the capflow logger and on_log
     trainer.tracker = tracker
     return trainer, tracker
+
+
+def _workers(ft: FinetuneConfig, precision: Precision) -> int:
+    """Batch-building processes: on a GPU, collating (image processing, tokenising) would
+    otherwise stall every step on the main thread."""
+    if ft.dataloader_workers is not None:
+        return ft.dataloader_workers
+    return 0 if precision.device == "cpu" else 2

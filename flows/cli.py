@@ -184,26 +184,46 @@ def tiny_model(
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    source: Annotated[
-        Path | None, typer.Option(help="Sample folder (default: generated under .capflow/demo).")
+    root: Annotated[
+        str | None,
+        typer.Option(help="Local storage root (default: the config's, .capflow/data)."),
     ] = None,
-    root: RootOpt = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="Folder to caption (default: samples generated in ROOT/demo-source)."),
+    ] = None,
+    use_profile: Annotated[
+        bool,
+        typer.Option(
+            "--use-profile",
+            help="Use your Prefect settings/server instead of a private home in ROOT.",
+        ),
+    ] = False,
 ) -> None:
-    """Generate sample media, caption it with the CapFlow engine, print a summary."""
+    """Run the whole refresh pipeline on sample media; print the run and the dataset version.
+
+    ingest -> preprocess (local Dask) -> caption -> quality gate -> dataset version -> report,
+    as the `capflow-refresh` Prefect flow with its own Prefect home in ROOT/prefect-home.
+    Rerunning is a no-op; a file added to the source is captioned alone. Exit status 0 when
+    a version was promoted or nothing changed; 1 when the quality gate failed; 2 for a
+    configuration problem; 3 when storage or a model server failed.
+    """
     from flows.demo import run_demo
 
     cfg = load_cfg(config, storage=storage_override(root))
-    raise typer.Exit(run_demo(cfg, source))
+    path = str(Path(config).expanduser().resolve()) if config else None
+    raise typer.Exit(run_demo(cfg, source, config=path, use_profile=use_profile))
 
 
 def _mount() -> None:
     from flows.dataset_cli import app as dataset_app
+    from flows.deploy_cli import deploy, serve
     from flows.export_cli import export
     from flows.model_cli import evaluate, finetune, models
     from flows.refresh_cli import promote, quality_app, refresh
 
     app.command()(refresh)
-    for command in (finetune, evaluate, models):
+    for command in (finetune, evaluate, models, deploy, serve):
         app.command()(command)
     dataset_app.command()(promote)
     dataset_app.command()(export)

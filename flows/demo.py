@@ -1,92 +1,153 @@
-"""`capflow demo`: sample media -> CapFlow engine -> a readable summary of the records.
+"""`capflow demo`: the whole refresh pipeline on generated sample media, on this machine.
 
-Later issues grow this into the whole refresh pipeline (ingest, Dask, gate, Delta, Prefect).
+It runs the ``capflow-refresh`` flow (ingest -> preprocess on Dask -> caption -> gate ->
+version -> report) against a local storage root, with its own Prefect home under that root
+(a temporary local server, never the user's configured one unless ``use_profile``), and
+prints what the run did (:mod:`flows.demo_view`). The sample files are generated once: a
+rerun must see the same etags, so it is a no-op; a file added to the source is captioned
+alone into a new dataset version.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from capflow_core.config import Config
-from capflow_core.records import CaptionRecord
+
+EXIT_GATE, EXIT_CONFIG, EXIT_INFRA = 1, 2, 3
+SAMPLES_LICENSE = {"license": "CC0-1.0", "provenance": "capflow demo samples"}
 
 
-def run_demo(cfg: Config, source: Path | None = None) -> int:
-    """Caption the demo source and print the summary; return the exit status."""
-    from rich.console import Console
+def demo_source(root: Path, source: Path | None, say: Any) -> Path | None:
+    """The folder to caption: ``source``, else ``<root>/demo-source`` (generated if empty).
 
+    Returns None when a given ``source`` has no files.
+    """
     from capflow_core.sample_media import generate_samples
-    from flows.runner import caption_files
 
-    console = Console(stderr=True)
-    if not console.is_terminal:  # logs and CI: don't squeeze the table into 80 columns
-        console = Console(stderr=True, width=120)
+    if source is not None:
+        source = source.expanduser().resolve()
+        return source if source.is_dir() and any(p.is_file() for p in source.rglob("*")) else None
+    source = root / "demo-source"
+    if not source.is_dir() or not any(source.iterdir()):
+        generate_samples(source)  # only when empty: rewriting would change every etag
+        say(f"generated sample media in {source}")
+    return source
+
+
+def prefect_environment(home: Path) -> dict[str, str]:
+    """Settings of a private, temporary local Prefect server whose database is under ``home``.
+
+    ``PREFECT_API_URL`` must be unset, not empty, for that server: with an empty value
+    Prefect's events worker stops, and no events or artifacts reach the server.
+    """
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),  # not the user's profiles
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+
+
+def use_private_prefect(home: Path) -> Any:
+    """Point Prefect at ``home``; returns a context manager to run the flow in.
+
+    Prefect reads its settings when first imported, so the environment is set before that;
+    if it was imported already (in-process callers), its settings are overridden as well.
+    """
+    import contextlib
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = prefect_environment(home)
+    os.environ.update(env)
+    for key in ("PREFECT_API_URL", "PREFECT_PROFILE"):
+        os.environ.pop(key, None)
+    if "prefect" not in sys.modules:
+        return contextlib.nullcontext()
+    import prefect.settings as ps
+
+    return ps.temporary_settings(
+        updates={
+            ps.PREFECT_HOME: env["PREFECT_HOME"],
+            ps.PREFECT_SERVER_DATABASE_CONNECTION_URL: env[
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+            ],
+            ps.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90,
+            ps.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        },
+        restore_defaults={ps.PREFECT_API_URL},
+    )
+
+
+def run_demo(
+    cfg: Config,
+    source: Path | None = None,
+    *,
+    config: str | None = None,
+    use_profile: bool = False,
+) -> int:
+    """Run the refresh flow on the demo source and print what it did.
+
+    Args:
+        cfg: the loaded config (its storage root must be a local folder).
+        source: the folder to caption (None: generated samples under the root).
+        config: the config file the flow loads (None: the default rule); ``cfg`` must be it.
+        use_profile: use the user's Prefect settings instead of a private home.
+
+    Returns:
+        The exit status: 0 when a version was promoted or nothing changed, 1 when the quality
+        gate failed, 2 for a configuration problem, 3 when storage or a model server failed.
+    """
+    from capflow_core.errors import ConfigError, InfrastructureError
+    from flows.demo_view import console_for, print_outcome
+    from flows.refresh_cli import prefect_defaults
+    from flows.runner import preflight
+
+    console = console_for()
     if "://" in cfg.storage.root:
         console.print("[red]the demo writes to a local folder: pass --root DIR[/red]")
-        return 2
-    root = Path(cfg.storage.root)
-    if source is None:
-        source = root / "demo-source"
-        if not any(source.glob("*")):
-            generate_samples(source)
-            console.print(f"generated sample media in {source}")
-    paths = sorted(str(p) for p in source.iterdir() if p.is_file())
-    if not paths:
+        return EXIT_CONFIG
+    root = Path(cfg.storage.root).resolve()
+    folder = demo_source(root, source, console.print)
+    if folder is None:
         console.print(f"[red]no files in {source}[/red]")
-        return 2
-    out = root / "demo" / "records.jsonl"
-    records, cost = caption_files(cfg, paths, out=out)
-    print_summary(records, console)
-    if cost:
-        console.print(
-            f"wall {cost.wall_s:.1f} s on {cost.gpus} GPU(s): "
-            f"${cost.per_100(cost.usd):.4f} per 100 captions at "
-            f"${cfg.cost.usd_per_gpu_hour}/GPU-hour; the same calls at "
-            f"{cfg.cost.api.name} prices: ${cost.per_100(cost.api_usd):.2f} per 100"
-        )
-    console.print(f"\nrecords (one JSON per line): {out}")
-    return 0 if all(r.ok for r in records) else 1
+        return EXIT_CONFIG
+    src: dict[str, Any] = {"uri": str(folder)} | (SAMPLES_LICENSE if source is None else {})
+    overrides = {"storage": {"root": str(root)}, "sources": [src]}
+    try:
+        preflight(cfg)
+    except ConfigError as err:
+        console.print(f"[red]error: {err}[/red]")
+        return EXIT_CONFIG
+    home = root / "prefect-home"
+    if use_profile:
+        import contextlib
+
+        prefect_defaults()
+        settings = contextlib.nullcontext()
+    else:
+        settings = use_private_prefect(home)
+    with settings:
+        from flows.refresh import capflow_refresh
+
+        state = capflow_refresh(config=config, overrides=overrides, return_state=True)
+        result = state.result(raise_on_failure=False)
+    if isinstance(result, ConfigError):
+        console.print(f"[red]error: {result}[/red]")
+        return EXIT_CONFIG
+    if isinstance(result, InfrastructureError | OSError):
+        console.print(f"[red]error: {type(result).__name__}: {result}[/red]")
+        return EXIT_INFRA
+    if isinstance(result, BaseException) and not _gate_failed(state):
+        raise result
+    failed = print_outcome(cfg, str(root), console, None if use_profile else home)
+    return EXIT_GATE if failed else 0
 
 
-def _preview(text: str | None, n: int = 32) -> str:
-    text = (text or "").replace("\n", " ")
-    clean = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
-    return clean if len(clean) <= n else clean[: n - 1] + "…"
-
-
-def print_summary(records: list[CaptionRecord], console) -> None:  # console: rich Console
-    from rich.table import Table
-
-    table = Table(title="CapFlow demo")
-    for col in ("file", "domain", "route", "agents", "judge", "tokens"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("caption (preview)", no_wrap=True, overflow="ellipsis", max_width=34)
-    for r in records:
-        if r.route is None:
-            route = "-"
-        else:
-            route = "given" if r.route.skipped else f"{r.route.confidence:.1f}"
-        if r.errors:
-            verdict = "[red]error: " + ", ".join(r.errors) + "[/red]"
-        elif r.judge:
-            scores = "".join(str(v) for v in r.judge.scores.values())
-            verdict = f"{'accepted' if r.accepted else 'rejected'} {scores}"
-        else:
-            verdict = "-"
-        table.add_row(
-            Path(r.source_uri).name,
-            r.domain or "-",
-            route,
-            str(len(r.agents)),
-            verdict,
-            str(r.tokens.prompt + r.tokens.completion),
-            _preview(r.caption),
-        )
-    console.print(table)
-    accepted = sum(r.accepted for r in records)
-    console.print(
-        f"{len(records)} inputs: {sum(r.ok for r in records)} captioned, {accepted} accepted, "
-        f"{sum(bool(r.errors) for r in records)} with errors.\n"
-        "The tiny model has random weights: its text is noise; routing, agents, scores, "
-        "accounting and errors are real."
-    )
+def _gate_failed(state: Any) -> bool:
+    return state.is_failed() and "quality gate failed" in (state.message or "")

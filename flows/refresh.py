@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
 from capflow_core.config import Config, config_hash, load_config
+from flows.refresh_outputs import emit_promoted, ensure_gpu_limit, publish_artifacts
 
 
 def load(config: str | None, overrides: dict[str, Any] | None) -> Config:
@@ -55,11 +56,15 @@ def plan(config: str | None, overrides: dict | None, run_id: str) -> dict[str, A
 
 @task(name="caption-shard", retries=2, retry_delay_seconds=[10, 60])
 def caption(config: str | None, overrides: dict | None, run_id: str, shard: str) -> dict:
-    """Caption one shard with the engine and stage its records."""
+    """Caption one shard with the engine and stage its records (holding a `gpu` slot)."""
+    from prefect.concurrency.sync import concurrency
+
     from tasks.caption import caption_shard
 
     cfg = load(config, overrides)
-    return caption_shard(cfg, cfg.storage.root, run_id, shard)
+    limit, lease = cfg.orchestration.gpu_limit, cfg.orchestration.gpu_lease_s
+    with concurrency(limit, occupy=1, strict=True, lease_duration=lease):
+        return caption_shard(cfg, cfg.storage.root, run_id, shard)
 
 
 @task(name="gate")
@@ -128,6 +133,7 @@ def capflow_refresh(
     """
     from prefect.runtime import flow_run
 
+    from capflow_core.run_outcome import read_rejects
     from capflow_core.runs_store import record_run
     from tasks.caption import caption_markers
     from tasks.ingest import new_run_id
@@ -168,8 +174,14 @@ def capflow_refresh(
             len(todo["removed"]),
             len(todo["shards"]),
         )
+        if todo["shards"]:
+            ensure_gpu_limit(cfg.orchestration.gpu_limit, cfg.orchestration.gpu_slots)
+        shard_task = caption.with_options(
+            retries=cfg.orchestration.shard_retries,
+            retry_delay_seconds=cfg.orchestration.retry_delay_s,
+        )
         for i, shard in enumerate(todo["shards"], 1):
-            marker = caption(config, overrides, run_id, shard)
+            marker = shard_task(config, overrides, run_id, shard)
             log.info(
                 "caption %d/%d: %s captioned, %s accepted, %s failed",
                 i,
@@ -235,6 +247,13 @@ def capflow_refresh(
         "reconciliation": recon,
         "cost": cost,
     }
+    publish_artifacts(
+        summary | {"gate_detail": verdict["result"]},
+        read_rejects(root, s3, run_id),
+        cfg.cost.api.name,
+    )
+    if number is not None:
+        summary["new_accepted"] = emit_promoted(cfg, root, number, run_id)
     if not verdict["passed"]:
         log.error("%s", verdict["summary"])
         return Failed(

@@ -21,6 +21,7 @@ from typing import Any
 
 from capflow_core.config import Config, S3Config, config_hash
 from capflow_core.errors import InfrastructureError, ItemError
+from capflow_core.failpoints import failpoint
 from capflow_core.storage import filesystem, join_under
 
 MARKER = "_CAPTIONED"
@@ -45,6 +46,13 @@ def engine_for(cfg: Config) -> Any:
     if key not in _ENGINES:
         _ENGINES[key] = CapFlow(cfg)
     return _ENGINES[key]
+
+
+def use_engine(cfg: Config, engine: Any) -> None:
+    """Make ``engine`` the process's engine for this config (benchmarks, embedding apps)."""
+    from tasks.captioner import effective_config
+
+    _ENGINES[config_hash(effective_config(cfg))] = engine
 
 
 def read_caption_marker(root: str, run_id: str, shard: str, s3: S3Config) -> dict | None:
@@ -114,6 +122,7 @@ def caption_shard(
     }
     fs, folder = filesystem(captioned_dir(root, run_id), cfg.s3)
     fs.pipe(f"{folder}/{shard}.{MARKER}", json.dumps(marker, sort_keys=True).encode())
+    failpoint("after-captioned-shard")
     return marker
 
 

@@ -58,8 +58,7 @@ def plan_captions(
         return CaptionPlan(**json.loads(fs.cat_file(f"{folder}/{PLANNED}")))
     except FileNotFoundError:
         pass
-    own = prepared_shards(root, run_id, cfg.s3)
-    own_ids = _asset_ids(own, cfg.s3)
+    own, own_ids = _nonempty_shards(prepared_shards(root, run_id, cfg.s3), cfg.s3)
     active = _active_assets(root, cfg.s3)
     current = _current(root, cfg.s3)
     stale = _stale(effective_config(cfg), current, active, own_ids)
@@ -84,15 +83,19 @@ def plan_captions(
     return plan
 
 
-def _asset_ids(shards: list[str], s3: S3Config) -> set[str]:
+def _nonempty_shards(shards: list[str], s3: S3Config) -> tuple[list[str], set[str]]:
+    """The shards with something to caption (all rejected: nothing), and their asset ids."""
     import pyarrow.parquet as pq
 
-    ids: set[str] = set()
+    keep, ids = [], set()
     for uri in shards:
         fs, path = filesystem(uri, s3)
         with fs.open(path, "rb") as f:
-            ids.update(pq.read_table(f, columns=["asset_id"]).column("asset_id").to_pylist())
-    return ids
+            found = pq.read_table(f, columns=["asset_id"]).column("asset_id").to_pylist()
+        if found:
+            keep.append(uri)
+            ids.update(found)
+    return keep, ids
 
 
 def _active_assets(root: str, s3: S3Config) -> dict[str, dict[str, Any]]:

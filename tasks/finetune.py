@@ -59,8 +59,9 @@ def finetune(
     """Build the training set of ``version`` (default: latest), train, register the model.
 
     Args:
-        number: resume the registration ``name/number`` (a rerun after a crash); default:
-            the next free number.
+        number: the registration ``name/number`` to (re)train; default: the newest one if
+            its training of this version never finished (resumed from its checkpoint),
+            else the next free number.
 
     Raises:
         ConfigError: no dataset version, or no training examples in it.
@@ -75,7 +76,7 @@ def finetune(
             f"dataset version {data.version} has no accepted captions to train on "
             f"(skipped: {data.skipped}); run `capflow refresh` first"
         )
-    number = number or next_number(root, cfg.s3, name)
+    number = number or _unfinished(root, cfg, name, data.version) or next_number(root, cfg.s3, name)
     where = model_dir(root, name, number)
     base = base_model(cfg)
     register_model(
@@ -135,6 +136,17 @@ def finetune(
         tokens_per_s=result.tokens_per_s,
         resumed_from=result.resumed_from,
     )
+
+
+def _unfinished(root: str, cfg: Config, name: str, version: int) -> int | None:
+    """The number of a registration of ``version`` whose training never finished (the
+    process died): rerunning resumes it from its last checkpoint instead of starting over."""
+    from capflow_core.models_store import read_models
+
+    rows = read_models(root, cfg.s3, name)
+    if rows and rows[-1]["status"] == "training" and rows[-1]["dataset_version"] == version:
+        return int(rows[-1]["number"])
+    return None
 
 
 def _work_dir(where: str, name: str, number: int) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from capflow_core.config import Config, S3Config
 from capflow_core.errors import ConfigError
+from capflow_core.failpoints import failpoint
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def dask_client(cfg: Config, address: str | None = None) -> Iterator[Any]:
     workers = cfg.dask.n_workers or os.cpu_count() or 1
     with (
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -227,4 +228,5 @@ def _prepare_shard(client: Any, cfg: Config, root: str, run_id: str, manifest: s
     record_outcomes(root, cfg.s3, run_id, items, rejections)
     store_rejects(root, cfg.s3, run_id, shard, rejections)  # idempotent: before the marker
     commit_shard(root, run_id, shard, marker, cfg.s3)
+    failpoint("after-prepared-shard")
     return marker

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capflow_core.config import Config, config_hash
+from capflow_core.failpoints import failpoint
 from capflow_core.storage import join_under
 
 
@@ -72,6 +73,7 @@ def promote_run(
     from tasks.caption import staged_records
     from tasks.caption_plan import active_asset_ids
 
+    failpoint("before-merge")
     staged = staged_records(root, run_id, cfg.s3)
     active = active_asset_ids(root, cfg.s3)
     stored = current_captions(root, cfg.s3, columns=("asset_id", "created_at")).to_pylist()

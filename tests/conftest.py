@@ -103,13 +103,17 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "GX_ANALYTICS_ENABLED": "false",
     }
+    server_env = {  # the UI it serves must call this server's API, not the default port
+        "PREFECT_UI_API_URL": env["PREFECT_API_URL"],
+        "PREFECT_SERVER_API_PORT": str(port),
+    }
     prefect = Path(sys.executable).with_name("prefect")
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **env, "PREFECT_API_URL": ""},
+        env={**os.environ, **env, **server_env, "PREFECT_API_URL": ""},
     )
     saved = {k: os.environ.get(k) for k in env}
     try:
@@ -150,6 +154,6 @@ def dask_address(moto_s3: dict[str, str]) -> Iterator[str]:
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster.scheduler_address

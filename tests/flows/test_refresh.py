@@ -156,11 +156,37 @@ def test_refresh_on_s3_root_and_source(
         root,
         [{"uri": "s3://capflow-test/refresh-src"}],
         dask_address,
+        finetune={"min_new_samples": 3},
     )
     out = _summary(refresh(cfg))
     assert out["status"] == "promoted" and out["version"] == 1
+    assert out["new_accepted"] == 3  # >= min_new_samples: capflow.dataset.promoted emitted
+    _check_artifacts_and_gpu_limit(root, out)
     assert out["reconciliation"]["reconciled"] and out["reconciliation"]["captioned"] == 3
     assert fs.exists(out["report"].removeprefix("s3://"))
     assert fs.exists(f"capflow-test/refresh-root/reports/runs/{out['run_id']}/data_docs/index.html")
     assert _summary(refresh(cfg))["status"] == "no_change"
     assert [v.version for v in versions(root, S3Config())] == [1]
+
+
+def _check_artifacts_and_gpu_limit(root: str, out: dict) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = read_run(root, S3Config(), out["run_id"])["flow_run_id"]
+    by_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=by_run)}
+        limit = client.read_global_concurrency_limit_by_name("gpu")
+    assert set(artifacts) == {
+        "capflow-refresh-summary",
+        "capflow-refresh-rejects",
+        "capflow-refresh-report",
+    }
+    summary = artifacts["capflow-refresh-summary"].data
+    assert out["run_id"] in summary and "dataset version: **1**" in summary
+    assert "AWS_SECRET_ACCESS_KEY" not in summary and "testing" not in summary
+    assert out["report"] in artifacts["capflow-refresh-report"].data
+    assert limit.limit == 1
