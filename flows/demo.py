@@ -51,6 +51,7 @@ def prefect_environment(home: Path) -> dict[str, str]:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GX_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "capflow",
     }
 
 
@@ -82,6 +83,30 @@ def use_private_prefect(home: Path) -> Any:
         },
         restore_defaults={ps.PREFECT_API_URL},
     )
+
+
+def _nothing_to_do(config: str | None, overrides: dict[str, Any], root: Path, console: Any) -> bool:
+    """Whether the dataset is current: a rerun with nothing new, stale, failed or unfinished
+    then answers in seconds, without starting Prefect or the model."""
+    import time
+
+    from capflow_core.captions_store import latest_version
+    from capflow_core.config import load_config
+    from tasks.refresh_check import pending_work
+
+    started = time.perf_counter()
+    cfg = load_config(config, overrides)
+    current = latest_version(str(root), cfg.s3)
+    if current is None or not pending_work(cfg).nothing:
+        return False
+    console.print(
+        f"nothing changed: dataset version {current} is current (checked the sources, "
+        f"fingerprints and retries in {time.perf_counter() - started:.1f} s; no run needed)"
+    )
+    from tasks.report import report_uri
+
+    console.print(f"report -> {report_uri(str(root), version=current, run_id='')}")
+    return True
 
 
 def run_demo(
@@ -124,6 +149,8 @@ def run_demo(
     except ConfigError as err:
         console.print(f"[red]error: {err}[/red]")
         return EXIT_CONFIG
+    if _nothing_to_do(config, overrides, root, console):
+        return 0
     home = root / "prefect-home"
     if use_profile:
         import contextlib

@@ -71,7 +71,8 @@ def print_outcome(cfg: Config, root: str, console: Any, prefect_home: Path | Non
     if prefect_home is not None:
         console.print(
             f"this run's history in the Prefect UI: "
-            f"PREFECT_HOME={prefect_home} prefect server start"
+            f"PREFECT_HOME={prefect_home} prefect server start\n"
+            f"schedule refreshes in the Prefect UI: capflow serve --root {root}"
         )
     return gate_failed
 

@@ -52,8 +52,10 @@ def render_spec(
     cron: str | None = None,
     pool: str | None = None,
     repo_root: Path = REPO_ROOT,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The prefect.yaml content with the checkout, config path, refresh cron and pool applied."""
+    """The prefect.yaml content with the checkout, config path (and config overrides, e.g.
+    the storage root), refresh cron and pool applied."""
     out = copy.deepcopy(spec)
     out.pop("definitions", None)  # its aliases are already expanded into the deployments
     out["pull"] = [
@@ -62,6 +64,8 @@ def render_spec(
     for dep in out["deployments"]:
         if config is not None:
             dep.setdefault("parameters", {})["config"] = config
+        if overrides:
+            dep.setdefault("parameters", {})["overrides"] = overrides
         if pool:
             dep["work_pool"] = {**dep.get("work_pool", {}), "name": pool}
         if cron and dep["name"] == REFRESH:
@@ -103,13 +107,16 @@ def apply_deployments(
     cron: str | None = None,
     pool: str | None = None,
     prefect_file: Path = PREFECT_FILE,
+    overrides: dict[str, Any] | None = None,
 ) -> list[str]:
     """Apply the file's deployments to the server in PREFECT_API_URL; returns their names.
 
     Creates the work pool when missing. ``config`` (made absolute by the caller) becomes every
     deployment's ``config`` parameter; ``cron`` replaces the refresh schedule.
     """
-    spec = render_spec(load_spec(prefect_file), config=config, cron=cron, pool=pool)
+    spec = render_spec(
+        load_spec(prefect_file), config=config, cron=cron, pool=pool, overrides=overrides
+    )
     ensure_work_pool(pool_name(spec, pool))
     with tempfile.TemporaryDirectory(prefix="capflow-deploy-") as tmp:
         rendered = Path(tmp) / "prefect.yaml"

@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_common import EXIT_CONFIG, EXIT_INFRA, ConfigOpt, fail, load_cfg
+from flows.cli_common import (
+    EXIT_CONFIG,
+    EXIT_INFRA,
+    ConfigOpt,
+    RootOpt,
+    fail,
+    load_cfg,
+    storage_override,
+)
 
 CronOpt = Annotated[
     str | None, typer.Option(help="Cron of capflow-refresh (default: the file's, 0 2 * * *).")
@@ -21,22 +29,27 @@ PoolOpt = Annotated[
 ]
 
 
-def _config_param(config: Path | None) -> str | None:
-    """The absolute config path the deployments pass to their flows (validated first)."""
-    load_cfg(config)
-    return str(Path(config).expanduser().resolve()) if config else None
+def _config_param(config: Path | None, root: str | None) -> tuple[str | None, dict]:
+    """The absolute config path and overrides (``--root``) the deployments pass to their
+    flows, validated first."""
+    overrides = {"storage": storage_override(root)} if root else {}
+    load_cfg(config, **overrides)
+    return (str(Path(config).expanduser().resolve()) if config else None), overrides
 
 
-def _apply(config: str | None, cron: str | None, pool: str | None) -> list[str]:
+def _apply(config: tuple[str | None, dict], cron: str | None, pool: str | None) -> list[str]:
     from flows.deploy import DeployError, apply_deployments
 
+    path, overrides = config
     try:
-        return apply_deployments(config=config, cron=cron, pool=pool)
+        return apply_deployments(config=path, cron=cron, pool=pool, overrides=overrides)
     except DeployError as err:
         raise fail(str(err), EXIT_INFRA) from None
 
 
-def deploy(config: ConfigOpt = None, cron: CronOpt = None, pool: PoolOpt = None) -> None:
+def deploy(
+    config: ConfigOpt = None, root: RootOpt = None, cron: CronOpt = None, pool: PoolOpt = None
+) -> None:
     """Apply the deployments of infra/prefect.yaml to the server in PREFECT_API_URL.
 
     capflow-refresh (cron, nightly by default), metacaptioner-finetune (runs on each
@@ -46,7 +59,7 @@ def deploy(config: ConfigOpt = None, cron: CronOpt = None, pool: PoolOpt = None)
     """
     from flows.deploy import configured_api_url, ui_url
 
-    param = _config_param(config)
+    param = _config_param(config, root)
     url = configured_api_url()
     if not url:
         raise fail(
@@ -78,6 +91,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def serve(
     config: ConfigOpt = None,
+    root: RootOpt = None,
     port: Annotated[int, typer.Option(help="Port of a server started here.")] = 4200,
     cron: CronOpt = None,
     pool: PoolOpt = None,
@@ -90,8 +104,8 @@ def serve(
     """
     from flows import deploy as d
 
-    param = _config_param(config)
-    cfg = load_cfg(config)
+    param = _config_param(config, root)
+    cfg = load_cfg(config, **param[1])
     started: list[tuple[str, subprocess.Popen[bytes]]] = []
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

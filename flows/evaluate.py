@@ -12,7 +12,7 @@ from flows.refresh import load
 
 @task(name="evaluate-captioner")
 def evaluate_captioner(
-    config: str | None, overrides: dict | None, captioner: str, version: int | None
+    config: str | dict | None, overrides: dict | None, captioner: str, version: int | None
 ) -> dict[str, Any]:
     """Caption the held-out set and score it with the eval judge."""
     from tasks.evaluate import evaluate
@@ -23,7 +23,7 @@ def evaluate_captioner(
 
 @flow(name="capflow-evaluate")
 def capflow_evaluate(
-    config: str | None = None,
+    config: str | dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     captioner: str = "capflow",
     version: int | None = None,

@@ -16,7 +16,7 @@ from flows.refresh import load
 
 @task(name="train-metacaptioner", retries=1, retry_delay_seconds=[30])
 def train_model(
-    config: str | None, overrides: dict | None, version: int | None, number: int | None
+    config: str | dict | None, overrides: dict | None, version: int | None, number: int | None
 ) -> dict[str, Any]:
     """Build the training set, train (resuming a checkpoint), register the model."""
     from prefect.runtime import flow_run
@@ -47,7 +47,7 @@ def train_model(
 
 @flow(name="metacaptioner-finetune")
 def metacaptioner_finetune(
-    config: str | None = None,
+    config: str | dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     version: int | None = None,
     number: int | None = None,

@@ -16,18 +16,24 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
+from prefect.tasks import exponential_backoff
 
-from capflow_core.config import Config, config_hash, load_config
+from capflow_core.config import Config, config_from_dict, config_hash, deep_merge, load_config
 from flows.refresh_outputs import emit_promoted, ensure_gpu_limit, publish_artifacts
 
 
-def load(config: str | None, overrides: dict[str, Any] | None) -> Config:
-    """The run's config: a YAML path (None: the default rule) with overrides merged."""
+def load(config: str | dict[str, Any] | None, overrides: dict[str, Any] | None) -> Config:
+    """The run's config: a YAML path (None: the default rule) or an inline mapping (paths in
+    it resolve against the working directory), with overrides merged; validated here."""
+    if isinstance(config, dict):
+        return config_from_dict(deep_merge(config, overrides or {}))
     return load_config(config, overrides or None)
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30])
-def ingest_sources(config: str | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
+def ingest_sources(
+    config: str | dict | None, overrides: dict | None, run_id: str
+) -> dict[str, Any]:
     """List the sources and write manifests of new and changed objects."""
     from dataclasses import asdict
 
@@ -37,7 +43,9 @@ def ingest_sources(config: str | None, overrides: dict | None, run_id: str) -> d
 
 
 @task(name="preprocess", retries=2, retry_delay_seconds=[5, 30])
-def preprocess_shards(config: str | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
+def preprocess_shards(
+    config: str | dict | None, overrides: dict | None, run_id: str
+) -> dict[str, Any]:
     """Prepare the run's manifest shards on Dask (finished shards are skipped)."""
     from tasks.preprocess import preprocess
 
@@ -46,7 +54,7 @@ def preprocess_shards(config: str | None, overrides: dict | None, run_id: str) -
 
 
 @task(name="plan-captions")
-def plan(config: str | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
+def plan(config: str | dict | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
     """Decide what to caption: new objects, stale captions, retries; and what to delete."""
     from tasks.caption_plan import plan_captions
 
@@ -55,7 +63,7 @@ def plan(config: str | None, overrides: dict | None, run_id: str) -> dict[str, A
 
 
 @task(name="caption-shard", retries=2, retry_delay_seconds=[10, 60])
-def caption(config: str | None, overrides: dict | None, run_id: str, shard: str) -> dict:
+def caption(config: str | dict | None, overrides: dict | None, run_id: str, shard: str) -> dict:
     """Caption one shard with the engine and stage its records (holding a `gpu` slot)."""
     from prefect.concurrency.sync import concurrency
 
@@ -68,7 +76,7 @@ def caption(config: str | None, overrides: dict | None, run_id: str, shard: str)
 
 
 @task(name="gate")
-def gate(config: str | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
+def gate(config: str | dict | None, overrides: dict | None, run_id: str) -> dict[str, Any]:
     """Validate the staged records against the caption contract."""
     from dataclasses import asdict
 
@@ -80,7 +88,7 @@ def gate(config: str | None, overrides: dict | None, run_id: str) -> dict[str, A
 
 @task(name="version", retries=2, retry_delay_seconds=[2, 10])
 def version(
-    config: str | None,
+    config: str | dict | None,
     overrides: dict | None,
     run_id: str,
     removed: list[str],
@@ -107,7 +115,11 @@ def version(
 
 @task(name="report")
 def report(
-    config: str | None, overrides: dict | None, run_id: str, version_no: int | None, **parts: Any
+    config: str | dict | None,
+    overrides: dict | None,
+    run_id: str,
+    version_no: int | None,
+    **parts: Any,
 ) -> str:
     """Write the HTML report of the version (or of the run, when it added none)."""
     from tasks.report import write_run_report
@@ -118,7 +130,7 @@ def report(
 
 @flow(name="capflow-refresh", validate_parameters=True)
 def capflow_refresh(
-    config: str | None = None,
+    config: str | dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     run_id: str | None = None,
     resume: bool = True,
@@ -178,7 +190,7 @@ def capflow_refresh(
             ensure_gpu_limit(cfg.orchestration.gpu_limit, cfg.orchestration.gpu_slots)
         shard_task = caption.with_options(
             retries=cfg.orchestration.shard_retries,
-            retry_delay_seconds=cfg.orchestration.retry_delay_s,
+            retry_delay_seconds=exponential_backoff(cfg.orchestration.retry_delay_s),
         )
         for i, shard in enumerate(todo["shards"], 1):
             marker = shard_task(config, overrides, run_id, shard)

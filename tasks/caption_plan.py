@@ -114,6 +114,19 @@ def _active_assets(root: str, s3: S3Config) -> dict[str, dict[str, Any]]:
     return out
 
 
+def carryover_counts(cfg: Config, root: str) -> dict[str, int]:
+    """What a run would caption or delete besides new objects, without writing anything:
+    ``stale`` captions, assets to ``retry``, caption rows to ``remove``."""
+    from tasks.captioner import effective_config
+
+    active, current = _active_assets(root, cfg.s3), _current(root, cfg.s3)
+    return {
+        "stale": len(_stale(effective_config(cfg), current, active, set())),
+        "retry": len(_uncaptioned(cfg, root, current, active, set())),
+        "remove": len(set(current) - set(active)),
+    }
+
+
 def active_asset_ids(root: str, s3: S3Config) -> set[str]:
     """Ids of the assets that are active now (what the dataset may hold)."""
     return set(_active_assets(root, s3))

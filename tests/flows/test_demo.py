@@ -39,13 +39,13 @@ def test_demo_runs_the_pipeline_then_noop_then_one_new_file(
     assert len(rows) == 8 and all(r["caption"] and r["license"] == "CC0-1.0" for r in rows)
     mtimes = {p.name: p.stat().st_mtime_ns for p in source.iterdir()}
 
-    # Rerun on the session's Prefect server (--use-profile): nothing to do, no version.
-    again = run("demo", "--config", str(tiny_cfg), "--root", str(root), "--use-profile")
+    # Rerun: nothing to do, answered without a flow run; no version, no new run.
+    again = run("demo", "--config", str(tiny_cfg), "--root", str(root))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing changed: dataset version 1 is current" in again.stdout, again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in source.iterdir()} == mtimes
     assert [v.version for v in versions(str(root), s3)] == [1]
-    _assert_run_on(prefect_api, read_runs(str(root), s3)[-1]["flow_run_id"])
+    assert len(read_runs(str(root), s3)) == 1
 
     (source / "extra.jpg").write_bytes(image_bytes(7))
     third = run("demo", "--config", str(tiny_cfg), "--root", str(root), "--use-profile")
@@ -58,6 +58,7 @@ def test_demo_runs_the_pipeline_then_noop_then_one_new_file(
     assert len(latest) == 9 and any(r["source_uri"].endswith("extra.jpg") for r in latest)
     before = {r["caption_id"] for r in rows}
     assert len({r["caption_id"] for r in latest} - before) == 1  # only the new file captioned
+    _assert_run_on(prefect_api, read_runs(str(root), s3)[-1]["flow_run_id"])  # --use-profile
 
 
 def _assert_run_on(api_url: str, flow_run_id: str) -> None:

@@ -55,8 +55,12 @@ def _sync_client():
 
 
 def test_render_spec_applies_config_cron_pool_and_checkout():
-    spec = render_spec(load_spec(), config="/c.yaml", cron="15 4 * * *", pool="gpu-pool")
+    root = {"storage": {"root": "s3://bucket/capflow"}}
+    spec = render_spec(
+        load_spec(), config="/c.yaml", cron="15 4 * * *", pool="gpu-pool", overrides=root
+    )
     deps = {d["name"]: d for d in spec["deployments"]}
+    assert all(d["parameters"]["overrides"] == root for d in deps.values())
     assert set(deps) == NAMES and "definitions" not in spec
     assert deps["capflow-refresh"]["schedules"][0]["cron"] == "15 4 * * *"
     assert all(d["parameters"]["config"] == "/c.yaml" for d in deps.values())
@@ -228,6 +232,7 @@ def test_serve_starts_server_worker_and_ui_then_stops_them(tmp_path: Path, tiny_
         assert colors is None or len(colors) > 20, "the deployments page rendered flat"
         dom = _chromium(binary, page, ["--dump-dom"], tmp_path / "p2")
         assert "capflow-refresh" in dom and "metacaptioner-finetune" in dom
+        assert "At 02:00 AM every day" in dom  # the refresh's nightly cron, as the UI shows it
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
