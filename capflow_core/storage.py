@@ -95,14 +95,22 @@ def join_under(root: str, *parts: str) -> str:
             segment, no leading ``/`` or ``~`` and no backslash.
 
     Raises:
-        ConfigError: a component is absolute, empty or climbs out of the root.
+        ConfigError: a component is absolute, empty, climbs out of the root, holds a NUL
+            byte, or a name is longer than file systems (255 bytes) or S3 keys (1024) allow.
     """
     segments: list[str] = []
     for part in parts:
         if not part or part.startswith(("/", "~")) or "\\" in part or "://" in part:
             raise ConfigError(f"path component {part!r} would leave the storage root {root}")
+        if "\x00" in part:
+            raise ConfigError(f"path component {part!r} holds a NUL byte")
         for seg in part.split("/"):
             if seg in ("", ".", ".."):
                 raise ConfigError(f"path component {part!r} would leave the storage root {root}")
+            if len(seg.encode()) > 255:
+                raise ConfigError(f"path segment {seg[:40]!r}... is over 255 bytes")
             segments.append(seg)
-    return "/".join([root.rstrip("/"), *segments])
+    joined = "/".join([root.rstrip("/"), *segments])
+    if len(joined.encode()) > 1024 + len(root.encode()):
+        raise ConfigError(f"path under {root} is over 1024 bytes (the S3 key limit)")
+    return joined

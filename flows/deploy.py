@@ -38,10 +38,14 @@ def prefect_bin() -> str:
 
 
 def configured_api_url() -> str | None:
-    """The API URL of the environment or the active Prefect profile; None if none is set."""
+    """The API URL of the environment or the active Prefect profile; None if none is set.
+
+    The environment is read first: Prefect's settings object is built when prefect is first
+    imported and does not see a variable exported after that.
+    """
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().api.url
+    url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
     return str(url) if url else None
 
 

@@ -57,7 +57,7 @@ def deploy(
     pool created when missing. The config path becomes their `config` parameter.
     Exit status 2 without a configured server (use `capflow serve`); 3 if applying failed.
     """
-    from flows.deploy import configured_api_url, ui_url
+    from flows.deploy import configured_api_url, ui_url, use_api
 
     param = _config_param(config, root)
     url = configured_api_url()
@@ -67,7 +67,8 @@ def deploy(
             "`capflow serve` to start a local server, worker and these deployments",
             EXIT_CONFIG,
         )
-    names = _apply(param, cron, pool)
+    with use_api(url):  # the in-process client too, whatever was loaded at import
+        names = _apply(param, cron, pool)
     typer.echo(f"applied {', '.join(names)} to {url}")
     typer.echo(f"UI: {ui_url(url)}/deployments")
 

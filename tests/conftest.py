@@ -88,10 +88,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ``capflow`` subprocesses use it; yields the API URL.
     """
     import socket
-    import subprocess
     import sys
-    import time
-    import urllib.request
+
+    from flows.deploy import start_server, stop, wait_healthy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,31 +102,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "GX_ANALYTICS_ENABLED": "false",
     }
-    server_env = {  # the UI it serves must call this server's API, not the default port
-        "PREFECT_UI_API_URL": env["PREFECT_API_URL"],
-        "PREFECT_SERVER_API_PORT": str(port),
-    }
-    prefect = Path(sys.executable).with_name("prefect")
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **env, **server_env, "PREFECT_API_URL": ""},
-    )
+    proc = start_server(home, port, home / "server.log")  # the one `capflow serve` uses
     saved = {k: os.environ.get(k) for k in env}
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(
-                        f"prefect server did not start; see {home}/server.log"
-                    ) from None
-                time.sleep(0.3)
+        wait_healthy(env["PREFECT_API_URL"], proc, timeout=90)
         os.environ.update(env)
         yield env["PREFECT_API_URL"]
     finally:
@@ -135,12 +113,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             from prefect.logging.handlers import APILogWorker
 
             APILogWorker.drain_all(timeout=5)
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc)
         _restore_env(saved)
 
 
