@@ -1,8 +1,7 @@
 """Named crash points for fault-injection tests (like FoundationDB's or TiKV's failpoints).
 
 ``CAPFLOW_FAILPOINT=<name>`` makes the process SIGKILL itself when it reaches the point
-``<name>``: tests kill a refresh at exact, reproducible moments (after the first prepared
-shard commits, after the first captioned shard, with records staged but not merged) and
+``<name>``: tests kill a refresh at exact, reproducible moments (see :data:`POINTS`) and
 check the rerun loses and duplicates nothing. Unset, a failpoint costs one dict lookup.
 """
 
@@ -12,7 +11,13 @@ import os
 import signal
 
 ENV = "CAPFLOW_FAILPOINT"
-POINTS = ("after-prepared-shard", "after-captioned-shard", "before-merge")
+POINTS = (
+    "after-manifest-shard",  # ingest: the first shard manifest is committed
+    "after-prepared-shard",  # preprocess: the first prepared shard is committed
+    "after-captioned-shard",  # caption: the first captioned shard is committed
+    "after-gate",  # the gate has run and written its Data Docs; nothing merged
+    "before-merge",  # promoting: the staged records are about to be merged
+)
 
 
 def failpoint(name: str) -> None:

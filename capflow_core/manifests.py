@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from capflow_core.config import S3Config
+from capflow_core.failpoints import failpoint
 from capflow_core.listing import ListedObject
 from capflow_core.storage import filesystem, join_under
 
@@ -132,3 +133,4 @@ class ManifestWriter:
         self._fs.mv(tmp, f"{base}.parquet")
         marker = json.dumps({"rows": len(rows), "run_id": self.run_id}).encode()
         self._fs.pipe(f"{base}.{MARKER}", marker)
+        failpoint("after-manifest-shard")

@@ -48,6 +48,7 @@ def gate_run(cfg: Config, root: str, run_id: str) -> GateOutcome:
         single = cfg.captioner.model_copy(update={"mode": "single"})
         cfg = cfg.model_copy(update={"captioner": single})
     result = run_gate(staged, cfg, run_id=run_id, docs_uri=data_docs_uri(root, run_id), s3=cfg.s3)
+    failpoint("after-gate")
     return GateOutcome(passed=result.passed, summary=result.summary(), result=result.to_dict())
 
 

@@ -1,8 +1,8 @@
 """Crash safety: `capflow refresh` SIGKILLed at exact points, then rerun.
 
-Each failpoint (capflow_core.failpoints) kills the process right after the first prepared
-shard commits, right after the first captioned shard commits, or with every record staged
-but nothing merged. The rerun must resume the same run, leave finished shards alone, and
+Each failpoint (capflow_core.failpoints.POINTS) kills the process at one exact moment:
+after the first manifest shard, the first prepared shard or the first captioned shard
+commits, after the gate, or with every record staged but nothing merged. The rerun must resume the same run, leave finished shards alone, and
 end with exactly one caption per asset, equal to an uninterrupted run's.
 """
 
@@ -16,6 +16,7 @@ import pytest
 
 from capflow_core.captions_store import read_version, versions
 from capflow_core.config import S3Config
+from capflow_core.failpoints import POINTS
 from capflow_core.runs_store import read_runs
 from tests.flows.cli_runner import run
 from tests.flows.refresh_setup import refresh, sample_source, write_refresh_config
@@ -58,7 +59,7 @@ def _captions(root: str) -> dict[str, tuple[str, str]]:
     return {r["asset_id"]: (r["caption_id"], r["caption"]) for r in rows}
 
 
-@pytest.mark.parametrize("point", ["after-prepared-shard", "after-captioned-shard", "before-merge"])
+@pytest.mark.parametrize("point", POINTS)
 def test_killed_refresh_resumes_and_matches_an_uninterrupted_run(
     point: str,
     tmp_path: Path,
