@@ -154,6 +154,7 @@ def promote(
             removed=removed_asset_ids(where, cfg.s3),
             gate=gate,
             counts=run.get("counts") or {},
+            keep_newer=True,
         )
     except ConfigError as err:
         raise fail(str(err), EXIT_CONFIG) from None

@@ -167,21 +167,16 @@ def _stale(
     cfg: Config, current: dict[str, dict], active: dict[str, dict], own: set[str]
 ) -> dict[str, dict[str, Any] | None]:
     """Captioned active assets whose caption's fingerprint is out of date -> stored route."""
-    fingerprint = _fingerprints(cfg)
+    from capflow_core.registry import load_registry
+
+    fingerprint, known = _fingerprints(cfg), set(load_registry(cfg.registry).domains)
     out: dict[str, dict[str, Any] | None] = {}
     for asset_id, row in current.items():
         if asset_id in own or asset_id not in active:
             continue
         if row["fingerprint"] != fingerprint(row["domain"], active[asset_id]["modality"]):
-            known = row["domain"] in _domains(cfg)
-            out[asset_id] = row["route"] if known else None
+            out[asset_id] = row["route"] if row["domain"] in known else None
     return out
-
-
-def _domains(cfg: Config) -> set[str]:
-    from capflow_core.registry import load_registry
-
-    return set(load_registry(cfg.registry).domains)
 
 
 def _uncaptioned(

@@ -61,12 +61,14 @@ def promote_run(
     gate: str,
     flow_run_id: str | None = None,
     counts: dict[str, Any] | None = None,
+    keep_newer: bool = False,
 ) -> Any:
     """MERGE a run's staged records (and the deletions) into ``captions``: one version.
 
-    Staged rows of assets that are no longer active, or whose stored caption is newer
-    (a later run captioned them), are left out, so promoting an old run never undoes newer
-    work. Returns the store's PromoteResult (``version`` None: nothing changed).
+    Staged rows of assets that are no longer active are left out; with ``keep_newer`` (a
+    manual promote of an older run) so are rows whose stored caption is newer, so promoting
+    an old run never undoes later work. Returns the store's PromoteResult (``version``
+    None: nothing changed).
     """
     import pyarrow as pa
 
@@ -77,8 +79,10 @@ def promote_run(
     failpoint("before-merge")
     staged = staged_records(root, run_id, cfg.s3)
     active = active_asset_ids(root, cfg.s3)
-    stored = current_captions(root, cfg.s3, columns=("asset_id", "created_at")).to_pylist()
-    stored_at = {r["asset_id"]: r["created_at"] for r in stored}
+    stored_at: dict[str, str] = {}
+    if keep_newer:  # one more read of the whole table: only for a manual promote
+        stored = current_captions(root, cfg.s3, columns=("asset_id", "created_at")).to_pylist()
+        stored_at = {r["asset_id"]: r["created_at"] for r in stored}
     ids, created = staged.column("asset_id").to_pylist(), staged.column("created_at").to_pylist()
     keep = [a in active and stored_at.get(a, "") <= c for a, c in zip(ids, created, strict=True)]
     staged = staged.filter(pa.array(keep, type=pa.bool_()))
