@@ -34,8 +34,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 # Tesseract powers the OCR tool agent (without it the engine warns and runs without OCR);
-# Chromium renders the HTML quality report in the report test.
-APT_PACKAGES := tesseract:tesseract-ocr chromium:chromium
+# Chromium renders the HTML quality report in the report test; PostgreSQL backs the Prefect
+# server of the multi-process cluster test.
+APT_PACKAGES := tesseract:tesseract-ocr chromium:chromium pg_ctlcluster:postgresql
 system:
 	@missing=""; for pair in $(APT_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.serve_process import ServeProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -130,3 +134,26 @@ def dask_address(moto_s3: dict[str, str]) -> Iterator[str]:
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="session")
+def serve_pair(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """Two healthy ``transformers serve`` processes of the tiny model, started together."""
+    from tests.serve_process import ServeProcess, free_port
+
+    logs = tmp_path_factory.mktemp("transformers-serve")
+    servers = tuple(
+        ServeProcess(Path(tiny_model_dir), free_port(), logs / f"serve-{name}.log")
+        for name in ("a", "b")
+    )
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_healthy()
+        yield servers  # type: ignore[misc]
+    finally:
+        for server in servers:
+            server.stop()

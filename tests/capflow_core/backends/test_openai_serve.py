@@ -21,8 +21,7 @@ from capflow_core.backends.openai_backend import OpenAIBackend
 from capflow_core.config import OpenAIModel
 from capflow_core.errors import InfrastructureError
 from capflow_core.structured import judge_constraint, router_constraint
-
-from .conftest import ServeProcess, free_port
+from tests.serve_process import ServeProcess, free_port
 
 pytestmark = [pytest.mark.http, pytest.mark.timeout(180)]
 
