@@ -28,9 +28,12 @@ def build_model(size: str, device: str, bf16: bool, seed: int) -> tuple[Any, Any
     from bench._models import _real_processor
     from capflow_core.tiny_model import model_config
     from capflow_core.tiny_tokenizer import train_tokenizer
+    from capflow_core.training_model import has_flash_attention
 
     tokenizer = train_tokenizer()
     config = model_config(size, tokenizer)  # type: ignore[arg-type]
+    if device == "cuda" and bf16 and has_flash_attention():  # as training.load_base does
+        config._attn_implementation = "flash_attention_2"
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16 if bf16 else torch.float32)
     torch.manual_seed(seed)
@@ -153,13 +156,16 @@ def run_plain(
 
     from capflow_core.training_collate import Collator
     from capflow_core.training_model import prepare_model
+    from capflow_core.training_packing import PackedPositions
+    from capflow_core.training_trainer import count_tokens
 
     set_seed(ft.seed)
     model = prepare_model(model, ft, precision)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=ft.learning_rate, fused=True)
-    collate = Collator(processor, ft.max_length)
+    packing = PackedPositions(model.config) if precision.packing else None
+    collate = Collator(processor, ft.max_length, packing)
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if precision.bf16
@@ -169,7 +175,7 @@ def run_plain(
     for step in range(1, ft.max_steps + 1):
         first = (step - 1) * ft.batch_size % len(examples)
         batch = collate((examples * 2)[first : first + ft.batch_size])
-        tokens += int(batch["attention_mask"].sum())
+        tokens += count_tokens(batch)
         batch = {k: v.to(precision.device) for k, v in batch.items()}
         with autocast:
             loss = model(**batch).loss

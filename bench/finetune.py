@@ -10,7 +10,7 @@ same run (bf16 on a GPU, fp32 on the CPU). Prints a table and writes JSON; never
 
 Usage:
     python bench/finetune.py                                   # tiny model on the CPU
-    python bench/finetune.py --device cuda --size 7b --gradient-checkpointing
+    python bench/finetune.py --device cuda --size 7b --gradient-checkpointing [--packing]
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="untimed first steps (default: 2 tiny, 5 7b)")
     p.add_argument("--method", choices=["lora", "full"], default="lora", help="default: lora")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations")
+    p.add_argument(
+        "--packing",
+        action="store_true",
+        help="each step's rows packed into one row without padding (both runs)",
+    )
     p.add_argument("--peak-seconds", type=float, default=2.0, help="matmul peak loop length")
     p.add_argument(
         "--torch-threads", type=int, help="torch CPU threads (default: torch's own choice)"
@@ -80,7 +85,10 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2)
     cuda = args.device == "cuda"
     precision = Precision(
-        args.device, bf16=cuda, gradient_checkpointing=args.gradient_checkpointing
+        args.device,
+        bf16=cuda,
+        gradient_checkpointing=args.gradient_checkpointing,
+        packing=args.packing,
     )
     ft = FinetuneConfig(
         method=args.method,
@@ -94,6 +102,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         device=args.device,
         bf16=cuda,
         gradient_checkpointing=args.gradient_checkpointing,
+        packing=args.packing,
     )
     peak = matmul_peak(args.device, cuda, args.peak_seconds)
     runs: dict[str, Any] = {}
@@ -123,6 +132,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         **{k: getattr(args, k) for k in ("size", "device", "batch", "seq", "steps", "warmup")},
         "method": args.method,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "packing": args.packing,
         "dtype": "bfloat16" if cuda else "float32",
         "load_avg_1m_at_start": load_before,
     }

@@ -3,7 +3,8 @@
 Checkpoints go to ``<output_dir>/checkpoints/checkpoint-N`` (the last two kept) and a rerun
 resumes from the newest complete one; the final adapter (``adapter/``) or model
 (``model/``) is written next to its place and renamed in, with the processor, so a crash
-never leaves a half-written result. Sequence packing is not implemented: rows are padded.
+never leaves a half-written result. With ``finetune.packing`` (default on a GPU) each batch is
+one packed row without padding (:mod:`capflow_core.training_packing`).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def train_model(
     from transformers import set_seed
 
     from capflow_core.training_collate import Collator
+    from capflow_core.training_packing import PackedPositions
     from capflow_core.training_trainer import build_trainer
 
     if not train:
@@ -130,12 +132,13 @@ def train_model(
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     total = parameter_counts(model)[0]
+    packing = PackedPositions(model.config) if precision.packing else None
     set_seed(ft.seed)  # before wrapping: LoRA's initial weights are random
     model = prepare_model(model, ft, precision)
     trainable = parameter_counts(model)[1]
     trainer, tracker = build_trainer(
         model,
-        Collator(processor, ft.max_length),
+        Collator(processor, ft.max_length, packing),
         train,
         ft,
         precision,
@@ -160,7 +163,7 @@ def train_model(
         "device": precision.device,
         "bf16": precision.bf16,
         "gradient_checkpointing": precision.gradient_checkpointing,
-        "packing": False,
+        "packing": precision.packing,
         "parameters": total,
         "trainable_parameters": trainable,
         "train_examples": len(train),

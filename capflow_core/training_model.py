@@ -25,17 +25,29 @@ class Precision:
     device: str
     bf16: bool
     gradient_checkpointing: bool
+    packing: bool = False
 
 
 def resolve_precision(ft: FinetuneConfig) -> Precision:
-    """cuda when available; bf16 and gradient checkpointing on a GPU; explicit config wins."""
+    """cuda when available; bf16 and gradient checkpointing on a GPU, and sequence packing on a
+    GPU with flash-attention (its variable-length kernel keeps attention per example; with
+    SDPA a packed row attends through a block-diagonal mask, quadratic in the row's length);
+    explicit config wins."""
     import torch
 
     device = ft.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.startswith("cuda")
     bf16 = ft.bf16 if ft.bf16 is not None else on_gpu and torch.cuda.is_bf16_supported()
     gc = ft.gradient_checkpointing if ft.gradient_checkpointing is not None else on_gpu
-    return Precision(device, bool(bf16), bool(gc))
+    packing = ft.packing if ft.packing is not None else on_gpu and has_flash_attention()
+    return Precision(device, bool(bf16), bool(gc), bool(packing))
+
+
+def has_flash_attention() -> bool:
+    """Whether the ``flash_attn`` package (flash-attention 2) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
 
 
 def lora_target_pattern(names: list[str]) -> str:
@@ -51,7 +63,10 @@ def load_base(base_model: str, precision: Precision) -> tuple[Any, Any]:
 
     processor = AutoProcessor.from_pretrained(base_model)
     dtype = torch.bfloat16 if precision.bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(base_model, dtype=dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if precision.device.startswith("cuda") and precision.bf16 and has_flash_attention():
+        kwargs["attn_implementation"] = "flash_attention_2"
+    model = AutoModelForImageTextToText.from_pretrained(base_model, **kwargs)
     return model.to(precision.device), processor
 
 
@@ -62,7 +77,10 @@ def prepare_model(model: Any, ft: FinetuneConfig, precision: Precision) -> Any:
     """
     if precision.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # no KV cache in training; the text model reads its own config, and a packed row is only
+    # recognised (block-diagonal attention) when no cache is made
     model.config.use_cache = False
+    model.config.get_text_config().use_cache = False
     if ft.method == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -23,7 +23,7 @@ log = logging.getLogger("capflow")
 
 @dataclass
 class Tracker:
-    """Training tokens (non-pad input tokens) seen by this run, and the logged losses."""
+    """Training tokens (input tokens, padding excluded) seen by this run, and the logged losses."""
 
     tokens: int = 0
     losses: list[float] = field(default_factory=list)
@@ -36,7 +36,7 @@ class _CountingTrainer(Trainer):
     tracker: Tracker
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self.tracker.tokens += int(inputs["attention_mask"].sum())
+        self.tracker.tokens += count_tokens(inputs)
         return super().training_step(model, inputs, *args, **kwargs)
 
 
@@ -74,6 +74,12 @@ class _LogCallback(TrainerCallback):
         )
         if self.on_log_fn is not None:
             self.on_log_fn(record)
+
+
+def count_tokens(batch: dict[str, Any]) -> int:
+    """Real tokens of a batch: a padded batch's attention mask; a packed row has no padding."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
 def build_trainer(
