@@ -264,6 +264,7 @@ def _hwm_kib() -> int:
 
 def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
     import statistics
+    from uuid import uuid4
 
     import deltalake  # noqa: F401  (imports before the RSS baseline)
     import pyarrow as pa
@@ -280,7 +281,7 @@ def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
             pq.write_table(staged, str(Path(batch_path).with_suffix(".parquet")))
         else:
             res = captions_store.promote(
-                root, S3Config(), staged, [], run_id=f"bench-{kind}", counts={"bench": 1}
+                root, S3Config(), staged, [], run_id=f"bench-{uuid4().hex[:8]}", counts={"bench": 1}
             )
             result = vars(res)
         walls.append(time.perf_counter() - wall0)

@@ -182,3 +182,13 @@ def current_captions(root: str, s3: S3Config, columns: Iterable[str] = PLANNER_C
     if table is None:
         return schema.empty_table()
     return _strings(table.to_pyarrow_table(columns=columns)).select(columns).cast(schema)
+
+
+def run_commit(table: Any, run_id: str, operation: str, depth: int = 50) -> dict | None:
+    """The commit (its history entry) that ``run_id``'s ``operation`` made among the table's
+    last ``depth`` commits, or None. A write whose reply was lost may still have committed:
+    its retry asks here before concluding there was nothing to do."""
+    for commit in table.history(depth):
+        if commit.get("capflow.run_id") == run_id and commit.get("capflow.operation") == operation:
+            return commit
+    return None

@@ -36,6 +36,7 @@ from capflow_core.captions_read import (  # noqa: F401  (re-exported)
     open_version,
     read_version,
     record_schema,
+    run_commit,
     table_schema,
     unreadable,
     versions,
@@ -225,24 +226,44 @@ def promote(
     def attempt() -> PromoteResult:
         table = open_captions(root, s3, create=True)
         source, result = _plan(table, staged, removed)
-        if source.num_rows == 0:
-            return result
+        if source.num_rows == 0:  # nothing to do, or this run's earlier try committed it
+            return _committed(table, run_id, operation) or result
         meta = dict(run_id=run_id, flow_run_id=flow_run_id, operation=operation, gate=gate)
         meta |= dict(config_hash=config_hash, counts=counts)
         cols = {c: f"s.{c}" for c in table_schema().names}
-        table.merge(
-            source,
-            predicate=_merge_predicate(source, result.added > 0),
-            source_alias="s",
-            target_alias="t",
-            commit_properties=CommitProperties(custom_metadata=_metadata(result, **meta)),
-        ).when_matched_delete(predicate="s._op = 'delete'").when_matched_update(
-            cols, predicate="s._op = 'upsert'"
-        ).when_not_matched_insert(cols, predicate="s._op = 'upsert'").execute()
+        merge = (
+            table.merge(
+                source,
+                predicate=_merge_predicate(source, result.added > 0),
+                source_alias="s",
+                target_alias="t",
+                commit_properties=CommitProperties(custom_metadata=_metadata(result, **meta)),
+            )
+            .when_matched_delete(predicate="s._op = 'delete'")
+            .when_matched_update(cols, predicate="s._op = 'upsert'")
+            .when_not_matched_insert(cols, predicate="s._op = 'upsert'")
+        )
+        try:
+            merge.execute()
+        except OSError:  # e.g. the reply to the commit's PUT was lost: did it land?
+            landed = _committed(open_captions(root, s3, create=True), run_id, operation)
+            if landed is None:
+                raise
+            return landed
         result.version = table.version()
         return result
 
     return retry_commit(attempt)
+
+
+def _committed(table: Any, run_id: str, operation: str) -> PromoteResult | None:
+    """The version (and counts) ``run_id``'s ``operation`` already committed, or None."""
+    commit = run_commit(table, run_id, operation)
+    if commit is None:
+        return None
+    counts = json.loads(commit.get("capflow.counts") or "{}")
+    keys = ("added", "changed", "removed", "unchanged")
+    return PromoteResult(commit["version"], **{k: int(counts.get(k, 0)) for k in keys})
 
 
 def remove_assets(

@@ -26,6 +26,7 @@ from capflow_core.config_models import (  # re-exported: import config sections 
 from capflow_core.config_orchestration import OrchestrationConfig
 from capflow_core.config_preprocess import DaskConfig, PreprocessConfig
 from capflow_core.config_quality import CaptionStageConfig, QualityConfig, RateBounds, WordBounds
+from capflow_core.config_serving import ServingConfig, ServingGroup
 from capflow_core.config_sources import IngestConfig, S3Config, SourceConfig, StorageConfig
 from capflow_core.errors import ConfigError
 
@@ -44,6 +45,8 @@ __all__ = [
     "QualityConfig",
     "RateBounds",
     "S3Config",
+    "ServingConfig",
+    "ServingGroup",
     "SourceConfig",
     "StorageConfig",
     "TransformersModel",
@@ -62,6 +65,26 @@ class Generation(StrictModel):
         None, description="caps every agent's max_tokens (tiny model: keep it small)"
     )
     seed: int = 0
+    max_completion_tokens: Annotated[int, Field(ge=16, le=131_072)] = Field(
+        2048,
+        description="hard bound on one call's reply: every request is clamped to it, and a "
+        "free-text reply reported longer is an item error",
+    )
+    max_prompt_tokens: Annotated[int, Field(ge=256, le=1_048_576)] = Field(
+        32_768,
+        description="a call whose prompt (text, image and video tokens) is longer is an item "
+        "error, never silently truncated",
+    )
+    request_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        600.0,
+        description="in-process backend: a request still generating after this is stopped "
+        "and is an item error (the openai backend uses its model's timeout_s per attempt)",
+    )
+    sample_timeout_s: Annotated[float, Field(gt=0, le=604_800)] = Field(
+        3600.0,
+        description="one sample's model work, route to judge; past it the sample is an item "
+        "error and its requests are abandoned",
+    )
 
 
 class AcceptRule(StrictModel):
@@ -108,6 +131,18 @@ class VideoConfig(StrictModel):
     frame_max_side: Annotated[int, Field(ge=28, le=4096)] = Field(
         768, description="sampled frames are downscaled so their longer side fits"
     )
+    max_duration_s: Annotated[float, Field(gt=0)] = Field(
+        3600.0, description="longer videos are rejected (too_long) before any frame decodes"
+    )
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        7680 * 4320, description="per frame, from the header: larger is frame_too_large"
+    )
+    max_bytes: Annotated[int, Field(ge=1)] = Field(
+        2 * 1024**3, description="larger video files are rejected (file_too_large)"
+    )
+    decode_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="sampling that runs longer is stopped (decode_timeout)"
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> VideoConfig:
@@ -118,6 +153,9 @@ class VideoConfig(StrictModel):
 
 class ImageConfig(StrictModel):
     max_pixels: Annotated[int, Field(ge=1)] = 178_956_970  # PIL's decompression-bomb limit
+    max_bytes: Annotated[int, Field(ge=1)] = Field(
+        64 * 1024**2, description="larger image files are rejected (file_too_large)"
+    )
 
 
 class OCRConfig(StrictModel):
@@ -169,6 +207,7 @@ class Config(StrictModel):
     quality: QualityConfig = QualityConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    serving: ServingConfig = ServingConfig()
     registry: str | None = Field(
         None, description="a user registry file overlaying the packaged one"
     )
@@ -206,6 +245,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for spec in (data.get("models") or {}).values():
         if isinstance(spec, dict) and is_path_like(str(spec.get("model", ""))):
             spec["model"] = _resolve(spec["model"], base)
+        if isinstance(spec, dict) and isinstance(spec.get("endpoints_file"), str):
+            spec["endpoints_file"] = _resolve(spec["endpoints_file"], base)
     return data
 
 

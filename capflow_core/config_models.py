@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -32,13 +32,18 @@ class TransformersModel(StrictModel):
     batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
 
 
-class Endpoint(StrictModel):
-    """One OpenAI-compatible server (``vllm serve`` in production)."""
+class EndpointFlags(StrictModel):
+    """What a server accepts, and how many requests to keep in flight on it."""
 
-    url: str = Field(pattern=r"^https?://")
     structured_outputs: Literal["vllm", "json_schema", "none"] = "vllm"
     video: Literal["video_url", "frames", "none"] = "video_url"
     max_inflight: Annotated[int, Field(ge=1, le=4096)] = 64
+
+
+class Endpoint(EndpointFlags):
+    """One OpenAI-compatible server (``vllm serve`` in production)."""
+
+    url: str = Field(pattern=r"^https?://")
     gpus: Annotated[int, Field(ge=0)] = 1
 
 
@@ -49,12 +54,26 @@ class OpenAIModel(StrictModel):
     model: str = Field(description="the served model name")
     revision: str | None = None
     adapter: str | None = Field(None, description="LoRA adapter name served by vLLM")
-    endpoints: Annotated[list[Endpoint], Field(min_length=1)]
+    endpoints: list[Endpoint] = Field(
+        default_factory=list,
+        description="the servers; empty when `endpoints_file` names no server for the role",
+    )
+    endpoints_file: str | None = Field(
+        None,
+        description="instead of `endpoints`: the endpoints.json `capflow endpoints up` wrote "
+        "(read when the config loads; the role's servers and their flags)",
+    )
     api_key_env: str | None = Field(None, description="name of the env var holding the key")
     timeout_s: Annotated[float, Field(gt=0)] = 300.0
     max_retries: Annotated[int, Field(ge=0, le=50)] = 6
     backoff_s: Annotated[float, Field(ge=0)] = 0.5
     max_backoff_s: Annotated[float, Field(ge=0)] = 20.0
+
+    @model_validator(mode="after")
+    def _some_endpoints(self) -> OpenAIModel:
+        if not self.endpoints and not self.endpoints_file:
+            raise ValueError("list at least 1 server in `endpoints`, or set `endpoints_file`")
+        return self
 
 
 ModelSpec = Annotated[TransformersModel | OpenAIModel, Field(discriminator="backend")]
@@ -67,3 +86,26 @@ class Models(StrictModel):
     llm: ModelSpec
     judge: ModelSpec
     eval_judge: ModelSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_endpoints_files(cls, data: Any) -> Any:
+        """Fill each role's ``endpoints`` from its ``endpoints_file`` when that file exists.
+
+        A missing file (servers not started yet) leaves ``endpoints`` empty: ``capflow
+        endpoints up`` must load this config before it writes the file, and the backend
+        says what to run when it is built.
+        """
+        if not isinstance(data, dict):
+            return data
+        from capflow_core.serving_state import role_endpoints
+
+        out = dict(data)
+        for role, spec in data.items():
+            if not (isinstance(spec, dict) and spec.get("endpoints_file")):
+                continue
+            if spec.get("endpoints"):
+                raise ValueError(f"{role}: set `endpoints` or `endpoints_file`, not both")
+            found = role_endpoints(str(spec["endpoints_file"]), str(role))
+            out[role] = {**spec, "endpoints": found}
+        return out

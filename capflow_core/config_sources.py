@@ -11,7 +11,18 @@ from capflow_core.config_models import StrictModel
 
 
 class StorageConfig(StrictModel):
+    """The storage root, and how long a refresh waits for another one holding it."""
+
     root: str = "../.capflow/data"
+    lock_wait_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        900.0, description="how long a refresh waits for another refresh of the same root"
+    )
+    lock_ttl_s: Annotated[float, Field(ge=10, le=3600)] = Field(
+        300.0,
+        description="S3: a refresh lock not renewed for this long is stale (its holder died); "
+        "above s3.retry_timeout_s + s3.read_timeout_s, as a deltalake call may hold the GIL "
+        "that long and starve the renewal",
+    )
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -49,13 +60,30 @@ class S3Config(StrictModel):
     """S3 client settings over the AWS conventions (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ...).
 
     Credentials never go here: they come from ``AWS_ACCESS_KEY_ID`` /
-    ``AWS_SECRET_ACCESS_KEY`` or the profile.
+    ``AWS_SECRET_ACCESS_KEY`` or the profile. Every request is bounded: connect and read
+    timeouts, then up to ``max_attempts`` tries with exponential backoff (botocore for s3fs,
+    object_store's own retry settings for the Delta tables).
     """
 
     endpoint_url: str | None = Field(None, pattern=r"^https?://")
     region: str | None = None
     profile: str | None = None
     anon: bool = False
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        5, description="attempts per S3 request (botocore; deltalake: max_attempts - 1 retries)"
+    )
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        "standard", description="botocore retry mode: exponential backoff with jitter"
+    )
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="per read (s3fs) and per request (deltalake) timeout"
+    )
+    retry_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        180.0, description="deltalake: no retry starts later than this after the first try"
+    )
+    backoff_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.1
+    backoff_max_s: Annotated[float, Field(gt=0, le=600)] = 15.0
 
 
 class IngestConfig(StrictModel):

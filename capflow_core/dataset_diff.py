@@ -1,8 +1,9 @@
 """What changed between two dataset versions: added, changed and removed captions.
 
 Two versions are compared by ``asset_id`` and ``caption_id`` (a changed ``caption_id`` is a
-re-caption: new fingerprint). Only the key columns are read whole; the caption text of the
-differing rows is then read batch by batch, so memory follows the size of the diff.
+re-caption: new fingerprint). Only the key columns are read whole, into Arrow, and joined
+there; the caption text of the differing rows is then read batch by batch, so Python
+memory follows the size of the diff.
 """
 
 from __future__ import annotations
@@ -60,11 +61,33 @@ class VersionDiff:
         }
 
 
-def _keys(table: Any) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for batch in scan_columns(table, ["asset_id", "caption_id"]):
-        keys.update(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
-    return keys
+def _keys(table: Any) -> Any:
+    """The version's ``(asset_id, caption_id)`` as one Arrow table (none: empty)."""
+    import pyarrow as pa
+
+    schema = pa.schema([("asset_id", pa.string()), ("caption_id", pa.string())])
+    if table is None:
+        return schema.empty_table()
+    batches = [b.cast(schema) for b in scan_columns(table, ["asset_id", "caption_id"])]
+    return pa.Table.from_batches(batches, schema)
+
+
+def _differing(new_keys: Any, old_keys: Any) -> tuple[set[str], set[str], set[str]]:
+    """Added, changed and removed asset ids, by an Arrow join: only the differing ids ever
+    become Python objects, so memory follows the diff, not the versions' size."""
+    import pyarrow.compute as pc
+
+    both = new_keys.join(old_keys, "asset_id", join_type="full outer", right_suffix="_old")
+    new_id, old_id = both.column("caption_id"), both.column("caption_id_old")
+    ids = both.column("asset_id")
+
+    def pick(mask: Any) -> set[str]:
+        return set(pc.filter(ids, mask).to_pylist())
+
+    added = pick(pc.and_(pc.is_valid(new_id), pc.is_null(old_id)))
+    removed = pick(pc.and_(pc.is_null(new_id), pc.is_valid(old_id)))
+    changed = pick(pc.fill_null(pc.not_equal(new_id, old_id), False))
+    return added, changed, removed
 
 
 def _rows(table: Any, asset_ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -92,13 +115,11 @@ def diff_versions(root: str, s3: S3Config, old: int | None, new: int) -> Version
     new_table = open_version(root, s3, new)
     old_table = open_version(root, s3, old) if old is not None else None
     try:
-        new_keys = _keys(new_table)
-        old_keys = _keys(old_table) if old_table is not None else {}
+        new_keys, old_keys = _keys(new_table), _keys(old_table)
     except OSError as err:  # a vacuumed version's files are gone
         raise unreadable(root, s3, new if old is None else old, err) from err
-    added = {a for a in new_keys if a not in old_keys}
-    changed = {a for a, c in new_keys.items() if a in old_keys and old_keys[a] != c}
-    removed = {a for a in old_keys if a not in new_keys}
+    added, changed, removed = _differing(new_keys, old_keys)
+    del new_keys, old_keys
     new_rows = _rows(new_table, added | changed)
     old_rows = _rows(old_table, removed | changed) if old_table is not None else {}
     for asset_id in changed:

@@ -2,6 +2,8 @@
 
 ``route -> gather(agents) -> summarize -> judge`` in ``capflow`` mode, or one VLM call then
 the judge in ``single`` mode. Item errors are recorded on the sample and the batch goes on.
+Each sample's model work is bounded by ``generation.sample_timeout_s`` and each of its calls
+by the token bounds of :class:`~capflow_core.calls.CallBounds`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from capflow_core.agents import run_agents
 from capflow_core.backends import backends_for
 from capflow_core.backends.base import Backend, GenRequest, ImagePart, VideoPart
-from capflow_core.calls import CallLog, call, visual_messages
+from capflow_core.calls import CallBounds, CallLog, call, visual_messages
 from capflow_core.config import Config, config_from_dict, load_config
 from capflow_core.context import Context
 from capflow_core.cost import CostSummary, allocate_cost, api_equivalent_usd
@@ -76,6 +78,7 @@ class CapFlow:
         self.config = config
         self.registry = registry or load_registry(config.registry)
         self.backends = backends or backends_for(config)
+        _bound_in_process(self.backends, config)
         self.last_cost: CostSummary | None = None
         self._started = False
         self._ocr_ready = True
@@ -130,7 +133,7 @@ class CapFlow:
 
         async def one(sample: Sample) -> CaptionRecord:
             async with admit:
-                call_log = CallLog()
+                call_log = CallLog(CallBounds.of(self.config.generation))
                 logs.append(call_log)
                 record = await self._caption_one(sample, mode, run_id, call_log, gate)
             if on_record:
@@ -186,6 +189,7 @@ class CapFlow:
             mode=mode,
             run_id=run_id,
         )
+        budget: asyncio.Timeout | None = None
         try:
             if sample.media is not None:
                 part = sample.media
@@ -197,12 +201,20 @@ class CapFlow:
                 )
                 record.asset_id, record.modality, part = media.asset_id, media.modality, media.part
             async with gate:
-                if mode == "single":
-                    await self._single(sample, part, record, call_log)
-                else:
-                    await self._workflow(sample, part, record, call_log)
+                async with asyncio.timeout(self.config.generation.sample_timeout_s) as budget:
+                    if mode == "single":
+                        await self._single(sample, part, record, call_log)
+                    else:
+                        await self._workflow(sample, part, record, call_log)
         except ItemError as err:
             record.errors[err.stage] = str(err)
+        except TimeoutError as err:  # the work was cancelled: its requests are abandoned
+            limit = self.config.generation.sample_timeout_s
+            record.errors[call_log.stage] = (
+                f"timeout: the sample's model work ran past generation.sample_timeout_s={limit:g}"
+                if budget is not None and budget.expired()
+                else f"internal: TimeoutError: {err}"
+            )
         except InfrastructureError as err:
             record.errors[call_log.stage] = f"infrastructure: {err}"
         except ConfigError:
@@ -271,6 +283,16 @@ class CapFlow:
         record.accepted = record.judge.accepted
         if record.judge.error:
             record.errors["judge"] = record.judge.error
+
+
+def _bound_in_process(backends: dict[str, Backend], config: Config) -> None:
+    """Give in-process backends the configured prompt and per-request time bounds."""
+    from capflow_core.backends.transformers_backend import TransformersBackend
+
+    gen = config.generation
+    for backend in backends.values():
+        if isinstance(backend, TransformersBackend):
+            backend.set_bounds(gen.max_prompt_tokens, gen.request_timeout_s)
 
 
 def _nonempty(text: str, stage: str) -> str:

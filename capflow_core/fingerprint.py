@@ -48,12 +48,13 @@ def _cached_revision(path: str) -> str:  # model folders do not change under a r
 
 def _agent(agent: Agent, cfg: Config) -> dict[str, Any]:
     cap = cfg.generation.max_tokens_cap
+    budget = min(agent.max_tokens, cap) if cap else agent.max_tokens
     return {
         "key": agent.key,
         "role": agent.role,
         "model": agent.model,
         "prompt_sha256": agent.prompt_sha256,
-        "max_tokens": min(agent.max_tokens, cap) if cap else agent.max_tokens,
+        "max_tokens": min(budget, cfg.generation.max_completion_tokens),
         "tool": agent.tool,
     }
 
@@ -86,13 +87,21 @@ def domain_fingerprint(domain: Domain, registry: Registry, cfg: Config) -> str:
     return _digest(payload)
 
 
+def _single_budget(cfg: Config) -> int | None:
+    """The single call's reply budget as fingerprinted: ``max_tokens_cap`` (the engine asks
+    for up to 1024 tokens), or ``max_completion_tokens`` where that bound is the tighter."""
+    cap = cfg.generation.max_tokens_cap
+    limit = cfg.generation.max_completion_tokens
+    return limit if limit < min(1024, cap or 1024) else cap
+
+
 def single_fingerprint(registry: Registry, cfg: Config, video: bool) -> str:
     """The fingerprint of captions made by one VLM call (``single`` mode)."""
     payload = {
         "mode": "single",
         "system_sha256": hashlib.sha256(registry.system_prompt.encode()).hexdigest(),
         "prompt_sha256": hashlib.sha256(registry.single_prompt.encode()).hexdigest(),
-        "max_tokens": cfg.generation.max_tokens_cap,
+        "max_tokens": _single_budget(cfg),
         "models": _models(cfg, {"vlm"}),
         "sampling": _sampling(cfg, video),
     }

@@ -3,7 +3,9 @@
 The type comes from the bytes, never the extension. Every problem with the input is an
 :class:`~capflow_core.errors.ItemError` with stage ``load`` and one of the codes
 ``not_found``, ``empty``, ``unsupported_format``, ``corrupt``, ``truncated``, ``too_large``,
-``decode_error``; the caller records it and moves on.
+``decode_error``, ``file_too_large`` (over ``image.max_bytes`` / ``video.max_bytes``, found
+from the size before the bytes are read), ``too_long`` and ``frame_too_large`` (videos, see
+:func:`~capflow_core.video.check_video_bounds`); the caller records it and moves on.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def load_media(
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         kind = _identify(data[:SNIFF_BYTES], len(data), "<bytes>", modality)
+        check_size(len(data), kind[0], cfg, "<bytes>")
         if kind[0] == "image":
             return _load_image(data, "<bytes>", kind[1], cfg)
         with tempfile.TemporaryDirectory(prefix="capflow-video-") as tmp:
@@ -95,6 +98,7 @@ def load_media(
     except PermissionError:
         raise ItemError("load", "not_found", f"{uri}: permission denied") from None
     kind = _identify(head, len(head), uri, modality)
+    check_size(info.get("size"), kind[0], cfg, uri)
     if kind[0] == "image":
         return _load_image(fs.cat_file(path), uri, kind[1], cfg)
     if _is_local(fs):
@@ -103,6 +107,23 @@ def load_media(
         local = Path(tmp) / "video"
         digest = _sha256_file(fs, path, copy_to=local)  # spooled to disk, never held in memory
         return _load_video(local, digest, uri, cfg)
+
+
+def check_size(size: int | None, modality: str, cfg: Config, uri: str) -> None:
+    """Reject a file over its modality's byte limit before its bytes are read.
+
+    Raises:
+        ItemError: stage ``load``, code ``file_too_large``.
+    """
+    limit, key = (
+        (cfg.image.max_bytes, "image.max_bytes")
+        if modality == "image"
+        else (cfg.video.max_bytes, "video.max_bytes")
+    )
+    if size is not None and size > limit:
+        raise ItemError(
+            "load", "file_too_large", f"{uri}: {size} bytes exceeds {key}={limit} ({modality})"
+        )
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:

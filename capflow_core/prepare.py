@@ -11,6 +11,8 @@ infrastructure errors (see :mod:`capflow_core.object_read`) raise.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -70,34 +72,56 @@ class Rejection:
 
 
 def prepare_batch(entries: list[dict[str, Any]], cfg: Config) -> list[PreparedItem | Rejection]:
-    """:func:`prepare_item` over a batch, in order (the unit of work of one executor task)."""
-    return [prepare_item(e, cfg) for e in entries]
+    """:func:`prepare_item` over a batch, in order (the unit of work of one executor task).
+
+    The batch shares one spool folder (creating and removing a folder per item cost more
+    than preparing a small image).
+    """
+    with tempfile.TemporaryDirectory(prefix="capflow-prep-") as spool:
+        return [prepare_item(e, cfg, spool) for e in entries]
 
 
-def prepare_item(entry: dict[str, Any], cfg: Config) -> PreparedItem | Rejection:
+def prepare_item(
+    entry: dict[str, Any], cfg: Config, spool: str | None = None
+) -> PreparedItem | Rejection:
     """Prepare one manifest row (``source_uri``, ``domain``, ``license``, ``provenance``, ...).
+
+    ``spool`` is an empty folder for a remote object's local copy, emptied again before
+    returning (default: a temporary folder of its own).
 
     Raises:
         InfrastructureError: reading failed transiently more times than allowed.
     """
+    if spool is None:
+        with tempfile.TemporaryDirectory(prefix="capflow-prep-") as own:
+            return prepare_item(entry, cfg, own)
     uri = entry["source_uri"]
     asset_id: str | None = None
-    with tempfile.TemporaryDirectory(prefix="capflow-prep-") as spool:
-        try:
-            path, asset_id = fetch_object(uri, cfg.s3, spool, attempts=cfg.preprocess.read_attempts)
-            with open(path, "rb") as f:
-                kind = sniff(f.read(SNIFF_BYTES))
-            if kind is not None and kind[0] == "video":
-                item = _prepare_video(path, uri, cfg)
-            else:
-                item = _prepare_image(path, uri, cfg)
-        except ItemError as err:
-            code = _reason(err)
-            return Rejection(uri, code, _message(err).replace(spool + "/", ""), asset_id)
+    try:
+        path, asset_id = fetch_object(uri, cfg.s3, spool, attempts=cfg.preprocess.read_attempts)
+        with open(path, "rb") as f:
+            kind = sniff(f.read(SNIFF_BYTES))
+        if kind is not None and kind[0] == "video":
+            item = _prepare_video(path, uri, cfg)
+        else:
+            item = _prepare_image(path, uri, cfg)
+    except ItemError as err:
+        code = _reason(err)
+        return Rejection(uri, code, _message(err).replace(spool + "/", ""), asset_id)
+    finally:
+        _empty(spool)
     item.asset_id = asset_id
     item.domain, item.license = entry.get("domain"), entry.get("license")
     item.provenance, item.size = entry.get("provenance"), entry.get("size")
     return item
+
+
+def _empty(folder: str) -> None:
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _message(err: ItemError) -> str:

@@ -102,9 +102,23 @@ class Registry:
         return [k for k, d in self.domains.items() if d.modality == "image"]
 
 
+# chat-template control tokens (<|image_pad|>, <|im_end|>, ...): in a model's or OCR's text
+# they would be tokenized as the real tokens (a media placeholder without its media fails
+# the request; an <|im_end|> would end the turn)
+_SPECIAL_TOKEN = re.compile(r"<\|([^|<>\s]{1,64})\|>")
+
+
+def defuse_special_tokens(text: str) -> str:
+    """``text`` with chat control-token markup broken by a word joiner (U+2060), so it stays
+    readable data and never tokenizes as a control token."""
+    return _SPECIAL_TOKEN.sub("<\u2060|\\1|\u2060>", text)
+
+
 def render(template: str, **values: str) -> str:
-    """Fill ``${name}`` placeholders; other text (braces, dollars) is left alone."""
-    return Template(template).safe_substitute(values)
+    """Fill ``${name}`` placeholders with ``values`` (data: their control-token markup is
+    defused); other text (braces, dollars) is left alone."""
+    safe = {k: defuse_special_tokens(v) for k, v in values.items()}
+    return Template(template).safe_substitute(safe)
 
 
 def load_registry(user_file: str | Path | None = None) -> Registry:

@@ -5,6 +5,8 @@ FFmpeg's default YUV->RGB path and shrink with the same :func:`downscale`, so sw
 ``video.sampler`` never changes a sample's frames. PyAV decodes sequentially and keeps only
 the wanted frames; decord fetches the wanted indices in small batches. Memory stays bounded
 by the kept (downscaled) frames either way.
+
+Both samplers apply :mod:`capflow_core.video_bounds` before decoding and between frames.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from capflow_core.errors import ItemError
 from capflow_core.media_format import container_truncated
+from capflow_core.video_bounds import Deadline, check_video_bounds
 
 if TYPE_CHECKING:
     from capflow_core.backends.base import VideoPart
@@ -130,6 +133,8 @@ def sample_pyav(
     import av
 
     info = info or probe(path)
+    check_video_bounds(path, info, cfg)
+    deadline = Deadline(path, cfg)
     indices = frame_indices(info.frames, info.fps, cfg)
     max_side = getattr(cfg, "video", cfg).frame_max_side
     wanted = set(indices)
@@ -145,6 +150,7 @@ def sample_pyav(
                 last, decoded = frame, decoded + 1
                 if decoded > indices[-1]:
                     break
+                deadline.check(decoded)
     except av.FFmpegError as err:
         raise _error(
             path, "decode_error", f"decoding failed after {decoded} frames ({err.strerror})"
@@ -166,6 +172,8 @@ def sample_decord(
     import decord
 
     info = info or probe(path)
+    check_video_bounds(path, info, cfg)
+    deadline = Deadline(path, cfg)
     indices = frame_indices(info.frames, info.fps, cfg)
     max_side = getattr(cfg, "video", cfg).frame_max_side
     frames: list[np.ndarray] = []
@@ -176,6 +184,7 @@ def sample_decord(
             raise _error(path, "decode_error", f"only {available} of {info.frames} frames index")
         clamped = [min(i, available - 1) for i in indices]
         for start in range(0, len(clamped), _DECORD_BATCH):
+            deadline.check(start)
             batch = reader.get_batch(clamped[start : start + _DECORD_BATCH]).asnumpy()
             frames.extend(downscale(f, max_side) for f in batch)
         del reader
@@ -201,8 +210,9 @@ def sample_frames(
         ``fps`` the effective sampling rate, ``extra["indices"]`` the source frame indices.
 
     Raises:
-        ItemError: stage ``load`` (see :func:`probe`; ``decode_error`` or ``truncated``
-            when frames do not decode).
+        ItemError: stage ``load`` (see :func:`probe` and :func:`check_video_bounds`;
+            ``decode_error`` or ``truncated`` when frames do not decode, ``decode_timeout``
+            past ``video.decode_timeout_s``).
     """
     video = getattr(cfg, "video", cfg)
     sampler = sample_decord if video.sampler == "decord" else sample_pyav

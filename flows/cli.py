@@ -218,6 +218,7 @@ def demo(
 def _mount() -> None:
     from flows.dataset_cli import app as dataset_app
     from flows.deploy_cli import deploy, serve
+    from flows.endpoints_cli import app as endpoints_app
     from flows.export_cli import export
     from flows.model_cli import evaluate, finetune, models
     from flows.refresh_cli import promote, quality_app, refresh
@@ -228,6 +229,7 @@ def _mount() -> None:
     dataset_app.command()(promote)
     dataset_app.command()(export)
     app.add_typer(dataset_app)
+    app.add_typer(endpoints_app)
     app.add_typer(quality_app)
 
 

@@ -37,6 +37,18 @@ def storage_override(root: str | None) -> dict[str, str] | None:
     return {"root": absolute(root)} if root else None
 
 
+def flow_error(result: object) -> tuple[int, str] | None:
+    """The exit status and message for a flow's error result: a configuration error 2,
+    storage or a model server 3; None for anything else (each command decides)."""
+    from capflow_core.errors import ConfigError, InfrastructureError
+
+    if isinstance(result, ConfigError):
+        return EXIT_CONFIG, str(result)
+    if isinstance(result, InfrastructureError | OSError):
+        return EXIT_INFRA, f"{type(result).__name__}: {result}"
+    return None
+
+
 def fail(message: str, code: int) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)

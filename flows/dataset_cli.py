@@ -28,11 +28,17 @@ app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _call(config: Any, root: str | None, action: Callable[[str, Any], Any]) -> Any:
-    """Run ``action(root, s3)`` against the configured dataset, mapping errors to exit codes."""
+def _call(
+    config: Any, root: str | None, action: Callable[[str, Any], Any], exclusive: bool = False
+) -> Any:
+    """Run ``action(root, s3)`` against the configured dataset, mapping errors to exit codes;
+    ``exclusive`` holds the root's lock (as a refresh does) while it writes."""
+    import contextlib
+
     from capflow_core.captions_store import open_captions
     from capflow_core.delta_store import table_uri
-    from capflow_core.errors import ConfigError
+    from capflow_core.errors import ConfigError, InfrastructureError
+    from capflow_core.root_lock import root_lock
 
     cfg = load_cfg(config, storage=storage_override(root))
     where = cfg.storage.root
@@ -43,9 +49,17 @@ def _call(config: Any, root: str | None, action: Callable[[str, Any], Any]) -> A
                 "root yet (check --root / the config's storage.root)",
                 EXIT_CONFIG,
             )
-        return action(where, cfg.s3)
+        held = (
+            root_lock(where, cfg.s3, cfg.storage.lock_wait_s, cfg.storage.lock_ttl_s)
+            if exclusive
+            else contextlib.nullcontext()
+        )
+        with held:
+            return action(where, cfg.s3)
     except ConfigError as err:
         raise fail(str(err), EXIT_CONFIG) from None
+    except InfrastructureError as err:  # another writer kept the root's lock
+        raise fail(str(err), EXIT_INFRA) from None
     except OSError as err:
         raise fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
 
@@ -176,6 +190,7 @@ def remove(
         lambda w, s3: remove_assets(
             w, s3, asset_ids=asset or (), source_uris=source_uri or (), reason=reason
         ),
+        exclusive=True,
     )
     if res.version is None:
         typer.echo("no matching caption rows: nothing removed, no new version")
@@ -201,7 +216,12 @@ def vacuum(
     --yes). Versions older than that can no longer be read by time travel."""
     from capflow_core.captions_store import vacuum as run_vacuum
 
-    files = _call(config, root, lambda w, s3: run_vacuum(w, s3, retention_hours, dry_run=not yes))
+    files = _call(
+        config,
+        root,
+        lambda w, s3: run_vacuum(w, s3, retention_hours, dry_run=not yes),
+        exclusive=yes,
+    )
     verb = "deleted" if yes else "would delete"
     typer.echo(f"{verb} {len(files)} file(s) older than {retention_hours} h")
     for name in files[:20]:

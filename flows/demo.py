@@ -128,7 +128,8 @@ def run_demo(
         The exit status: 0 when a version was promoted or nothing changed, 1 when the quality
         gate failed, 2 for a configuration problem, 3 when storage or a model server failed.
     """
-    from capflow_core.errors import ConfigError, InfrastructureError
+    from capflow_core.errors import ConfigError
+    from flows.cli_common import flow_error
     from flows.demo_view import console_for, print_outcome
     from flows.refresh_cli import prefect_defaults
     from flows.runner import preflight
@@ -164,12 +165,9 @@ def run_demo(
 
         state = capflow_refresh(config=config, overrides=overrides, return_state=True)
         result = state.result(raise_on_failure=False)
-    if isinstance(result, ConfigError):
-        console.print(f"[red]error: {result}[/red]")
-        return EXIT_CONFIG
-    if isinstance(result, InfrastructureError | OSError):
-        console.print(f"[red]error: {type(result).__name__}: {result}[/red]")
-        return EXIT_INFRA
+    if error := flow_error(result):
+        console.print(f"[red]error: {error[1]}[/red]")
+        return error[0]
     if isinstance(result, BaseException) and not _gate_failed(state):
         raise result
     failed = print_outcome(cfg, str(root), console, None if use_profile else home)

@@ -9,11 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli_common import (
-    EXIT_CONFIG,
-    EXIT_INFRA,
     ConfigOpt,
     RootOpt,
     fail,
+    flow_error,
     load_cfg,
     storage_override,
 )
@@ -23,7 +22,6 @@ VersionOpt = Annotated[int | None, typer.Option(help="Dataset version (default: 
 
 def _run_flow(flow_fn: Any, config: Path | None, root: str | None, **params: Any) -> Any:
     """Run a Prefect flow with the CLI's config; map its errors to exit codes."""
-    from capflow_core.errors import ConfigError, InfrastructureError
     from flows.refresh_cli import prefect_defaults
 
     overrides = {"storage": storage_override(root)} if root else {}
@@ -32,10 +30,8 @@ def _run_flow(flow_fn: Any, config: Path | None, root: str | None, **params: Any
     path = str(Path(config).expanduser().resolve()) if config else None
     state = flow_fn(config=path, overrides=overrides, return_state=True, **params)
     result = state.result(raise_on_failure=False)
-    if isinstance(result, ConfigError):
-        raise fail(str(result), EXIT_CONFIG)
-    if isinstance(result, InfrastructureError | OSError):
-        raise fail(f"{type(result).__name__}: {result}", EXIT_INFRA)
+    if error := flow_error(result):
+        raise fail(error[1], error[0])
     if isinstance(result, BaseException):
         raise fail(f"{type(result).__name__}: {result}", 1)
     return result

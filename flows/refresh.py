@@ -142,7 +142,29 @@ def capflow_refresh(
         overrides: nested config keys merged over the file (e.g. storage root, sources).
         run_id: the run id; None resumes the latest unfinished run, else starts a new one.
         resume: whether an unfinished run may be resumed.
+
+    One refresh of a storage root at a time: a second one waits for the root's lock
+    (``storage.lock_wait_s``), then fails with ``RootBusyError``.
     """
+    from capflow_core.memory import release_memory
+    from capflow_core.root_lock import root_lock
+
+    cfg = load(config, overrides)
+    wait, ttl = cfg.storage.lock_wait_s, cfg.storage.lock_ttl_s
+    try:
+        with root_lock(cfg.storage.root, cfg.s3, wait, ttl, notify=get_run_logger().info):
+            return _refresh(config, overrides, run_id, resume)
+    finally:  # a long-lived runner's next run starts from a low baseline
+        release_memory()
+
+
+def _refresh(
+    config: str | dict[str, Any] | None,
+    overrides: dict[str, Any] | None,
+    run_id: str | None,
+    resume: bool,
+) -> dict[str, Any] | Failed:
+    """The refresh flow's body, run while holding the storage root's lock."""
     from prefect.runtime import flow_run
 
     from capflow_core.run_outcome import read_rejects

@@ -16,6 +16,7 @@ from flows.cli_common import (
     SourceOpt,
     absolute,
     fail,
+    flow_error,
     load_cfg,
     storage_override,
 )
@@ -62,7 +63,7 @@ def refresh(
     quality gate failed (no version; staged records kept for `capflow dataset promote`);
     2 for a configuration problem; 3 when storage or a model server failed.
     """
-    from capflow_core.errors import ConfigError, InfrastructureError
+    from capflow_core.errors import ConfigError
     from flows.runner import preflight
 
     overrides = overrides_for(root, source)
@@ -79,10 +80,8 @@ def refresh(
         config=path, overrides=overrides, run_id=run_id, resume=not new_run, return_state=True
     )
     result = state.result(raise_on_failure=False)
-    if isinstance(result, ConfigError):
-        raise fail(str(result), EXIT_CONFIG)
-    if isinstance(result, InfrastructureError | OSError):
-        raise fail(f"{type(result).__name__}: {result}", EXIT_INFRA)
+    if error := flow_error(result):
+        raise fail(error[1], error[0])
     if isinstance(result, BaseException) and not state.is_failed():
         raise result
     _print_run(cfg, state)
@@ -132,7 +131,8 @@ def promote(
     Adds one dataset version (nothing when the records are already in the dataset) and
     writes its report.
     """
-    from capflow_core.errors import ConfigError
+    from capflow_core.errors import ConfigError, InfrastructureError
+    from capflow_core.root_lock import root_lock
     from capflow_core.runs_store import read_run, record_run
     from tasks.caption_plan import removed_asset_ids
     from tasks.report import write_run_report
@@ -147,17 +147,21 @@ def promote(
         if run.get("status") == "running":
             raise ConfigError(f"run {run_id} has not finished: rerun `capflow refresh` first")
         gate = f"promoted-after-{run.get('gate') or 'review'}"
-        result = promote_run(
-            cfg,
-            where,
-            run_id,
-            removed=removed_asset_ids(where, cfg.s3),
-            gate=gate,
-            counts=run.get("counts") or {},
-            keep_newer=True,
-        )
+        # a refresh must not MERGE at the same time
+        with root_lock(where, cfg.s3, cfg.storage.lock_wait_s, cfg.storage.lock_ttl_s):
+            result = promote_run(
+                cfg,
+                where,
+                run_id,
+                removed=removed_asset_ids(where, cfg.s3),
+                gate=gate,
+                counts=run.get("counts") or {},
+                keep_newer=True,
+            )
     except ConfigError as err:
         raise fail(str(err), EXIT_CONFIG) from None
+    except InfrastructureError as err:  # another writer kept the root's lock
+        raise fail(str(err), EXIT_INFRA) from None
     except OSError as err:
         raise fail(f"storage: {type(err).__name__}: {err}", EXIT_INFRA) from None
     if result.version is None:

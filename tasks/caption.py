@@ -7,9 +7,11 @@ accepted or not), written under a temporary name and renamed, then committed by
 
 Samples whose model calls failed stay pending (a ``caption_attempts`` row; the next run's
 plan retries them) until they have used ``caption.retry_budget`` tries, then become
-``rejects`` rows, as do samples whose prepared media cannot be decoded. A model server
-that cannot be reached fails the whole shard (InfrastructureError): nothing is counted
-against the samples and the retried task redoes the shard.
+``rejects`` rows, as do samples whose prepared media cannot be decoded. When samples cannot
+reach a model server (past the backend's retries), the shard fails (InfrastructureError)
+after keeping the records that did complete as a partial (:mod:`tasks.caption_partial`):
+the retried task, or the resumed run, captions only the rest. Failed tries are recorded
+once, when the shard commits, so a partial never counts a try twice.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ import uuid
 from typing import Any
 
 from capflow_core.config import Config, S3Config, config_hash
-from capflow_core.errors import InfrastructureError, ItemError
+from capflow_core.errors import ItemError
 from capflow_core.failpoints import failpoint
 from capflow_core.storage import filesystem, join_under
+from tasks.caption_partial import (
+    add_costs,
+    attempt_cost,
+    keep_completed,
+    read_kept,
+    remove_partials,
+    unreachable,
+)
 
 MARKER = "_CAPTIONED"
 _ENGINES: dict[str, Any] = {}  # one engine (loaded models) per config, per process
@@ -79,11 +89,13 @@ def caption_shard(
 
     Returns:
         The shard's marker: ``captioned``, ``accepted``, ``failed`` (pending retry),
-        ``rejected``, ``tokens_prompt``, ``tokens_completion``, ``wall_s``, ``gpu_s``,
-        ``cost_usd``, ``api_usd``.
+        ``rejected``, ``resumed`` (samples kept from earlier tries), ``tokens_prompt``,
+        ``tokens_completion``, ``wall_s``, ``gpu_s``, ``cost_usd``, ``api_usd`` (summed
+        over the tries whose samples it keeps).
 
     Raises:
-        InfrastructureError: a model server could not be used (retry the shard).
+        InfrastructureError: samples could not reach a model server; the completed ones are
+            kept as a partial and a retry captions only the others.
     """
     from tasks.captioner import effective_config
 
@@ -92,36 +104,37 @@ def caption_shard(
     done = read_caption_marker(root, run_id, shard, cfg.s3)
     if done is not None:
         return done
-    rows = _read_shard(shard_uri, cfg.s3)
+    fs, folder = filesystem(captioned_dir(root, run_id), cfg.s3)
+    kept = read_kept(fs, folder, shard)
+    rows = [r for r in _read_shard(shard_uri, cfg.s3) if r["asset_id"] not in kept.asset_ids]
     samples, rejections = _samples(rows)
     engine = engine or engine_for(cfg)
-    records = asyncio.run(engine.acaption(samples, run_id=run_id, on_record=on_record))
-    infra = [r for r in records if any(v.startswith("infrastructure:") for v in r.errors.values())]
-    if infra:
-        first = next(iter(infra[0].errors.values()))
-        raise InfrastructureError(
-            f"{shard}: {len(infra)} sample(s) could not reach a model server: {first}"
-        )
+    new = asyncio.run(engine.acaption(samples, run_id=run_id, on_record=on_record))
+    spent = attempt_cost(engine.last_cost)
+    if any(unreachable(r) for r in new):
+        raise keep_completed(fs, folder, shard, run_id, kept, new, spent)
+    records = kept.records + new
     good = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     rejections += _over_budget(cfg, root, run_id, failed)
     _write_records(root, run_id, shard, good, cfg.s3)
     _store_outcomes(cfg, root, run_id, shard, failed, rejections)
-    cost = engine.last_cost
+    cost = add_costs(kept.cost, spent)
     marker = {
         "captioned": len(good),
         "accepted": sum(r.accepted for r in good),
         "failed": len(failed) - sum(1 for r in rejections if r.reason_code == "model_error"),
         "rejected": len(rejections),
+        "resumed": len(kept.records),
         "tokens_prompt": sum(r.tokens.prompt for r in records),
         "tokens_completion": sum(r.tokens.completion for r in records),
-        "wall_s": round(cost.wall_s, 3) if cost else 0.0,
-        "gpu_s": round(cost.gpu_seconds, 3) if cost else 0.0,
-        "cost_usd": cost.usd if cost else 0.0,
-        "api_usd": cost.api_usd if cost else 0.0,
+        "wall_s": round(cost["wall_s"], 3),
+        "gpu_s": round(cost["gpu_s"], 3),
+        "cost_usd": cost["cost_usd"],
+        "api_usd": cost["api_usd"],
     }
-    fs, folder = filesystem(captioned_dir(root, run_id), cfg.s3)
     fs.pipe(f"{folder}/{shard}.{MARKER}", json.dumps(marker, sort_keys=True).encode())
+    remove_partials(fs, kept.paths)  # committed in the shard; ignored from here on anyway
     failpoint("after-captioned-shard")
     return marker
 

@@ -86,7 +86,7 @@ def evaluate(cfg: Config, root: str, *, captioner: str, version: int | None = No
 
 async def _caption_and_score(flow: Any, samples: list[Any]) -> EvalResult:
     from capflow_core.backends import backends_for
-    from capflow_core.calls import CallLog
+    from capflow_core.calls import CallBounds, CallLog
     from capflow_core.context import Context
     from capflow_core.judge import judge
 
@@ -99,7 +99,8 @@ async def _caption_and_score(flow: Any, samples: list[Any]) -> EvalResult:
 
         async def score(sample: Any, caption: str) -> Any:
             async with gate:
-                return await judge(sample.media, caption, ctx, CallLog(), role="eval_judge")
+                log = CallLog(CallBounds.of(flow.config.generation))
+                return await judge(sample.media, caption, ctx, log, role="eval_judge")
 
         done = [(s, r) for s, r in zip(samples, records, strict=True) if r.caption]
         verdicts = await asyncio.gather(*(score(s, r.caption) for s, r in done))

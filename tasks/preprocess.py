@@ -195,6 +195,26 @@ def _manifest_rows(root: str, run_id: str, manifest: str, s3: S3Config) -> int:
     return int(json.loads(fs.cat_file(path))["rows"])
 
 
+def _oversize(rows: list[dict[str, Any]], cfg: Config) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Rejections for rows whose listed size no media kind allows (never downloaded), and
+    the other rows. The exact per-kind byte limit is applied once the bytes are sniffed."""
+    from capflow_core.prepare import Rejection
+
+    limit = max(cfg.image.max_bytes, cfg.video.max_bytes)
+    rejected, rest = [], []
+    for row in rows:
+        size = row.get("size")
+        if size is not None and size > limit:
+            detail = (
+                f"{row['source_uri']}: {size} bytes exceeds the larger of image.max_bytes and "
+                f"video.max_bytes ({limit}); not read"
+            )
+            rejected.append(Rejection(row["source_uri"], "file_too_large", detail))
+        else:
+            rest.append(row)
+    return rejected, rest
+
+
 def _prepare_shard(client: Any, cfg: Config, root: str, run_id: str, manifest: str) -> dict:
     import pyarrow.parquet as pq
 
@@ -208,12 +228,14 @@ def _prepare_shard(client: Any, cfg: Config, root: str, run_id: str, manifest: s
     fs, path = filesystem(manifest, cfg.s3)
     with fs.open(path, "rb") as f:
         rows = pq.read_table(f).to_pylist()
+    oversize, work = _oversize(rows, cfg)
     size = cfg.preprocess.items_per_task
-    batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+    batches = [work[i : i + size] for i in range(0, len(work), size)]
     futures = client.map(prepare_batch, batches, cfg=cfg, pure=False)
     outcomes = [o for batch in client.gather(futures) for o in batch]
-    if len(outcomes) != len(rows):
-        raise RuntimeError(f"{manifest}: {len(rows)} rows but {len(outcomes)} outcomes")
+    if len(outcomes) != len(work):
+        raise RuntimeError(f"{manifest}: {len(work)} rows but {len(outcomes)} outcomes")
+    outcomes += oversize
     items = [o for o in outcomes if isinstance(o, PreparedItem)]
     rejections = [o for o in outcomes if isinstance(o, Rejection)]
     uris = {r["source_uri"] for r in rows}

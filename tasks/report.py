@@ -7,9 +7,10 @@ the tables on demand (``capflow quality report``).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from capflow_core.config import Config, config_hash
+from capflow_core.config import Config, S3Config, config_hash
 from capflow_core.errors import ConfigError
 from capflow_core.storage import join_under
 
@@ -37,12 +38,14 @@ def write_run_report(
     from capflow_core.dataset_diff import diff_versions
     from capflow_core.run_outcome import read_rejects
     from quality.report import write_report
-    from quality.report_data import ReportData
+    from quality.report_data import SUMMARY_COLUMNS, ReportData
     from tasks.caption import staged_records
 
     diff = None
+    sample_rows = None
     if version is not None:
-        records = read_version(root, cfg.s3, version)
+        records = read_version(root, cfg.s3, version, columns=list(SUMMARY_COLUMNS))
+        sample_rows = partial(version_rows, root, cfg.s3, version)
         earlier = [v.version for v in versions(root, cfg.s3) if v.version < version]
         d = diff_versions(root, cfg.s3, earlier[-1] if earlier else None, version)
         diff = {
@@ -67,8 +70,62 @@ def write_run_report(
         cost={**cost, "api_name": cfg.cost.api.name},
         diff=diff,
         config_hash=config_hash(cfg),
+        sample_rows=sample_rows,
     )
     return write_report(data, report_uri(root, version=version, run_id=run_id), cfg.s3)
+
+
+def version_rows(
+    root: str, s3: S3Config, version: int, asset_ids: list[str], batch_rows: int = 256
+) -> Any:
+    """The full rows (``records.SCHEMA``) of some assets of a dataset version.
+
+    Only the data files holding a wanted asset (found from their ``asset_id`` column) are
+    read whole, streamed ``batch_rows`` rows at a time up to the last wanted row, so memory
+    stays that of one batch whatever the size of the version. (A dataset scan would decode a
+    whole row group of the nested ``agents`` column before its first batch.)
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+    import pyarrow.parquet as pq
+
+    from capflow_core.captions_read import open_version, record_schema
+
+    schema = record_schema()
+    wanted = pa.array(sorted(set(asset_ids)), pa.string())
+    found: list[Any] = []
+    for fragment in open_version(root, s3, version).to_pyarrow_dataset().get_fragments():
+        ids = fragment.to_table(columns=["asset_id"], use_threads=False).column(0)
+        left = pc.sum(pc.is_in(ids.cast(pa.string()), value_set=wanted)).as_py() or 0
+        if not left:
+            continue
+        keys = pds.get_partition_keys(fragment.partition_expression)
+        stored = [name for name in schema.names if name not in keys]
+        with fragment.filesystem.open_input_file(fragment.path) as file:
+            batches = pq.ParquetFile(file).iter_batches(batch_rows, columns=stored)
+            for batch in batches:
+                ids = batch.column("asset_id").cast(pa.string())
+                hits = pc.is_in(ids, value_set=wanted)
+                if pc.any(hits).as_py():
+                    found.append(_with_partitions(batch, keys, schema).filter(hits))
+                    left -= found[-1].num_rows
+                if left <= 0:
+                    break
+    return pa.concat_tables(found) if found else schema.empty_table()
+
+
+def _with_partitions(rows: Any, keys: dict[str, Any], schema: Any) -> Any:
+    """``rows`` of a data file as a table of ``schema``, partition columns set from ``keys``."""
+    import pyarrow as pa
+
+    columns = [
+        rows.column(f.name).cast(f.type)
+        if f.name in rows.schema.names
+        else pa.array([keys.get(f.name)] * rows.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def rebuild_report(cfg: Config, root: str, version: int | None = None) -> str:

@@ -40,6 +40,11 @@ async def check_endpoints(
     spec: OpenAIModel, timeout_s: float = 5.0, http_client: httpx.AsyncClient | None = None
 ) -> list[EndpointStatus]:
     """Probe every endpoint of ``spec`` concurrently; never raises for an unreachable one."""
+    if not spec.endpoints:  # an endpoints_file that `capflow endpoints up` has not written
+        from capflow_core.serving_state import no_endpoints_message
+
+        detail = no_endpoints_message(spec.model, spec.endpoints_file)
+        return [EndpointStatus(spec.endpoints_file or "(none)", False, None, (), detail)]
     headers = {}
     if spec.api_key_env and os.environ.get(spec.api_key_env):
         headers["Authorization"] = f"Bearer {os.environ[spec.api_key_env]}"

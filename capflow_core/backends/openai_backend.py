@@ -25,6 +25,7 @@ from capflow_core.backends.openai_payload import UnsupportedInput, media_pending
 from capflow_core.backends.openai_routing import Route, pick_route
 from capflow_core.config import Endpoint, OpenAIModel
 from capflow_core.errors import ConfigError, InfrastructureError
+from capflow_core.serving_state import no_endpoints_message
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class OpenAIBackend:
     """
 
     def __init__(self, spec: OpenAIModel, http_client: httpx.AsyncClient | None = None) -> None:
+        if not spec.endpoints:
+            raise ConfigError(no_endpoints_message(spec.model, spec.endpoints_file))
         self.spec = spec
         self.model_id = spec.model + (f":{spec.adapter}" if spec.adapter else "")
         # vLLM serves a LoRA adapter under its own name (--lora-modules NAME=PATH)
@@ -96,7 +99,10 @@ class OpenAIBackend:
         return [t.result() for t in tasks]
 
     async def aclose(self) -> None:
-        """Close the HTTP clients."""
+        """Close the HTTP clients; those of an event loop already closed are dropped (their
+        connections went with that loop and cannot be closed from another)."""
+        if self._loop is not None and self._loop.is_closed():
+            return
         for route in self._routes:
             await route.client.close()
 

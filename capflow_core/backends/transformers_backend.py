@@ -9,6 +9,12 @@ the backend's one model thread: one generate at a time per model. Rows may mix t
 image and video chats, constraints and ``max_tokens``. Nothing heavy is imported or loaded
 before the first call, and the model outlives event loops (each ``asyncio.run`` gets fresh
 queue primitives).
+
+Bounds (:meth:`TransformersBackend.set_bounds`, the engine applies ``generation``'s; the
+defaults are its safe defaults): a prompt over ``max_prompt_tokens`` is not generated, a
+batch still generating ``request_timeout_s`` after it started is stopped, and a request whose
+caller stopped waiting (a timed-out sample) stops at the next decoding step; each is that
+request's error, never its neighbours'.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from capflow_core.backends.base import Choice, GenRequest, GenResult
-from capflow_core.config import TransformersModel, is_path_like
+from capflow_core.config import Generation, TransformersModel, is_path_like
 from capflow_core.errors import ConfigError
 
 
@@ -65,6 +71,13 @@ class TransformersBackend:
         # One thread for all model work: one generate at a time, and one OpenMP thread pool
         # (every new calling thread gets its own pool; on few cores they fight)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capflow-model")
+        defaults = Generation()
+        self.max_prompt_tokens: int | None = defaults.max_prompt_tokens
+        self.request_timeout_s: float | None = defaults.request_timeout_s
+
+    def set_bounds(self, max_prompt_tokens: int | None, request_timeout_s: float | None) -> None:
+        """Bound every later request (None: unbounded)."""
+        self.max_prompt_tokens, self.request_timeout_s = max_prompt_tokens, request_timeout_s
 
     def gpus(self) -> int:
         """1 on a CUDA device, else 0."""
@@ -169,8 +182,7 @@ class TransformersBackend:
     async def _run_group(self, group: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            requests = [i.request for i in group]
-            results = await loop.run_in_executor(self._thread, self._run, requests)
+            results = await loop.run_in_executor(self._thread, self._run, group)
         except Exception as err:  # a bug must reach the callers, never leave them waiting
             _fail(group, err)
             return
@@ -178,11 +190,21 @@ class TransformersBackend:
             if not item.future.done():
                 item.future.set_result(result)
 
-    def _run(self, requests: list[GenRequest]) -> list[GenResult]:
+    def _run(self, group: list[_Pending]) -> list[GenResult]:
+        from capflow_core.backends.transformers_runner import RunBounds
+
         runner = self._runner
         if runner is None:
             raise RuntimeError(f"backend {self.model_id} was closed")
-        results = runner.run(requests)
+        requests = [i.request for i in group]
+        futures = {id(i.request): i.future for i in group}
+        # read from the model thread: a cancelled future's state never changes back
+        bounds = RunBounds(
+            self.max_prompt_tokens,
+            self.request_timeout_s,
+            lambda request: futures[id(request)].cancelled(),
+        )
+        results = runner.run(requests, bounds)
         self.stats.batches += runner.take_generate_calls()
         self.stats.rows += len(requests)
         self.stats.largest_batch = max(self.stats.largest_batch, len(requests))

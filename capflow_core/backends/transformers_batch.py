@@ -7,6 +7,8 @@ and video chats works, and so does ``generate`` on it, so a batch is never split
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,16 +68,35 @@ def encode(processor: Any, requests: list[GenRequest], device: str) -> Any:
 
 
 class RowLimits(transformers.StoppingCriteria):
-    """Ends each row at its own token budget, so one batch can mix ``max_tokens``."""
+    """Ends each row at its own token budget, so one batch can mix ``max_tokens``; with a
+    ``deadline`` (``time.monotonic()``) every row ends at the first step past it
+    (``expired`` is then set), and a row whose ``gone()`` is true (its caller left) ends at
+    the next step."""
 
-    def __init__(self, prompt_len: int, limits: list[int]) -> None:
+    def __init__(
+        self,
+        prompt_len: int,
+        limits: list[int],
+        deadline: float | None = None,
+        gone: list[Callable[[], bool]] | None = None,
+    ) -> None:
         self.prompt_len = prompt_len
         self.limits = torch.tensor(limits)
+        self.deadline = deadline
+        self.gone = gone or []
+        self.expired = False
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
     ) -> torch.BoolTensor:
-        return input_ids.shape[1] - self.prompt_len >= self.limits.to(input_ids.device)
+        done = input_ids.shape[1] - self.prompt_len >= self.limits.to(input_ids.device)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.expired = True
+            return torch.ones_like(done)
+        if any(gone() for gone in self.gone):
+            left = torch.tensor([gone() for gone in self.gone], device=input_ids.device)
+            done = done | left
+        return done
 
 
 @dataclass
@@ -85,6 +106,7 @@ class Row:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    ended: bool = True  # an end token closed the reply (else it stopped at a limit)
 
 
 def decode_rows(
@@ -96,7 +118,8 @@ def decode_rows(
     rows = []
     for i, limit in enumerate(limits):
         generated = output[i, prompt_len : prompt_len + limit].tolist()
-        count = next((j + 1 for j, t in enumerate(generated) if t in end_ids), len(generated))
+        end = next((j + 1 for j, t in enumerate(generated) if t in end_ids), None)
+        count = end or len(generated)
         text = tokenizer.decode(generated[:count], skip_special_tokens=True)
-        rows.append(Row(text, int(prompt_tokens[i]), count))
+        rows.append(Row(text, int(prompt_tokens[i]), count, end is not None))
     return rows

@@ -100,6 +100,38 @@ def test_promote_rerun_domain_change_and_removal(tmp_path):
     assert diff_versions(root, S3, None, 1).by_domain()["chart"]["added"] == 2
 
 
+def test_a_commit_whose_reply_was_lost_is_found_not_redone(tmp_path, monkeypatch):
+    """The MERGE committed but its caller saw an error (a lost reply to the commit's PUT):
+    the same call, or the task's retry, reports the version made instead of "no change"."""
+    from deltalake.table import TableMerger
+
+    root = str(tmp_path / "root")
+    cs.promote(root, S3, staged([1]), [], run_id="r0")
+    execute = TableMerger.execute
+
+    def commit_then_lose_reply(self):
+        execute(self)
+        raise OSError("connection reset by peer (reply to the commit lost)")
+
+    monkeypatch.setattr(TableMerger, "execute", commit_then_lose_reply)
+    res = cs.promote(root, S3, staged([1, 2, 3]), [], run_id="r1", counts={"staged": 3})
+    assert (res.version, res.added, res.unchanged) == (2, 2, 1)
+    monkeypatch.setattr(TableMerger, "execute", execute)
+    retry = cs.promote(root, S3, staged([1, 2, 3]), [], run_id="r1")  # Prefect's task retry
+    assert (retry.version, retry.added, retry.unchanged) == (2, 2, 1)
+    assert cs.latest_version(root, S3) == 2 and len(rows(root)) == 3
+    other = cs.promote(root, S3, staged([1, 2, 3]), [], run_id="r2")  # another run: no change
+    assert other.version is None and other.unchanged == 3
+
+    def fail_before_commit(self):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(TableMerger, "execute", fail_before_commit)
+    with pytest.raises(OSError, match="refused"):  # nothing landed: the error stands
+        cs.promote(root, S3, staged([4]), [], run_id="r3")
+    assert cs.latest_version(root, S3) == 2
+
+
 def test_staged_rows_checked_and_deduplicated(tmp_path):
     root = str(tmp_path / "root")
     bad = to_arrow(
