@@ -78,7 +78,6 @@ class CapFlow:
         self.config = config
         self.registry = registry or load_registry(config.registry)
         self.backends = backends or backends_for(config)
-        _bound_in_process(self.backends, config)
         self.last_cost: CostSummary | None = None
         self._started = False
         self._ocr_ready = True
@@ -283,16 +282,6 @@ class CapFlow:
         record.accepted = record.judge.accepted
         if record.judge.error:
             record.errors["judge"] = record.judge.error
-
-
-def _bound_in_process(backends: dict[str, Backend], config: Config) -> None:
-    """Give in-process backends the configured prompt and per-request time bounds."""
-    from capflow_core.backends.transformers_backend import TransformersBackend
-
-    gen = config.generation
-    for backend in backends.values():
-        if isinstance(backend, TransformersBackend):
-            backend.set_bounds(gen.max_prompt_tokens, gen.request_timeout_s)
 
 
 def _nonempty(text: str, stage: str) -> str:

@@ -27,7 +27,12 @@ def backends_for(
     roles: tuple[str, ...] = ROLES,
     factory: Callable[[TransformersModel | OpenAIModel], Backend] = make_backend,
 ) -> dict[str, Backend]:
-    """One backend per role; roles with an identical spec share one instance (one model)."""
+    """One backend per role; roles with an identical spec share one instance (one model).
+
+    In-process backends get ``generation``'s prompt-token and per-request time bounds (an
+    HTTP backend has its own ``timeout_s``; the server enforces its context length).
+    """
+    gen = config.generation
     shared: dict[str, Backend] = {}
     out: dict[str, Backend] = {}
     for role in roles:
@@ -35,5 +40,7 @@ def backends_for(
         key = spec.model_dump_json()
         if key not in shared:
             shared[key] = factory(spec)
+            if set_bounds := getattr(shared[key], "set_bounds", None):
+                set_bounds(gen.max_prompt_tokens, gen.request_timeout_s)
         out[role] = shared[key]
     return out

@@ -10,7 +10,7 @@ image and video chats, constraints and ``max_tokens``. Nothing heavy is imported
 before the first call, and the model outlives event loops (each ``asyncio.run`` gets fresh
 queue primitives).
 
-Bounds (:meth:`TransformersBackend.set_bounds`, the engine applies ``generation``'s; the
+Bounds (:meth:`TransformersBackend.set_bounds`; ``backends_for`` applies ``generation``'s; the
 defaults are its safe defaults): a prompt over ``max_prompt_tokens`` is not generated, a
 batch still generating ``request_timeout_s`` after it started is stopped, and a request whose
 caller stopped waiting (a timed-out sample) stops at the next decoding step; each is that
