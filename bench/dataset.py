@@ -4,9 +4,11 @@ Builds a ``captions`` Delta table of ``--rows`` realistic records (~2 KB each: 4
 outputs of ~300 characters, judge scores, route, tokens; sha256 asset ids) laid out as the
 product lays it out (partitioned by domain and cohort; rows spread over 12 monthly cohorts
 and 6 domains, ``chart`` ~10%), then measures scenarios of ``--batch`` records, each
-``captions_store.promote`` (one MERGE commit, the product's code path) on its own copy of
-the table, against ``pyarrow.parquet.write_table`` of the same batch (median of 3), each in
-its own child process (so peak RSS is per measurement):
+``captions_store.promote`` (one MERGE commit, the product's code path, under the root's
+lock as a refresh takes it, so new assets are inserted without reading stored rows;
+``--unlocked`` measures a writer without the lock) on its own copy of the table, against
+``pyarrow.parquet.write_table`` of the same batch (median of 3), each in its own child
+process (so peak RSS is per measurement):
 
 1. ``new``: new assets only (a nightly refresh): inserts into this month's cohort;
 2. ``recaption``: updates of existing ``chart`` rows with a new fingerprint (a prompt change
@@ -26,7 +28,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -71,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=1_000_000, help="table rows (default: 1000000)")
     p.add_argument("--batch", type=int, default=100_000, help="batch rows (default: 100000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--unlocked",
+        action="store_true",
+        help="MERGE without holding the root's lock, as a writer that may race another "
+        "does (new assets then read this month's cohort)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -262,17 +272,20 @@ def _hwm_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
+def _child(kind: str, root: str, batch_path: str, locked: str = "locked") -> dict[str, Any]:
     import statistics
+    from contextlib import nullcontext
     from uuid import uuid4
 
-    import deltalake  # noqa: F401  (imports before the RSS baseline)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from capflow_core import captions_store
     from capflow_core.config import S3Config
+    from capflow_core.root_lock import root_lock
 
+    # loaded before the RSS baseline, after capflow_core set deltalake's allocator options
+    importlib.import_module("deltalake")
     staged = pa.ipc.open_file(pa.memory_map(batch_path)).read_all()
     rss_before, walls, cpus, result = _hwm_kib(), [], [], {}
     for _ in range(3 if kind == "parquet" else 1):  # MERGE changes the table: one shot
@@ -280,9 +293,10 @@ def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
         if kind == "parquet":
             pq.write_table(staged, str(Path(batch_path).with_suffix(".parquet")))
         else:
-            res = captions_store.promote(
-                root, S3Config(), staged, [], run_id=f"bench-{uuid4().hex[:8]}", counts={"bench": 1}
-            )
+            lock = root_lock(root, S3Config(), 0, 600) if locked == "locked" else nullcontext()
+            with lock:
+                run_id = f"bench-{uuid4().hex[:8]}"
+                res = captions_store.promote(root, S3Config(), staged, [], run_id=run_id)
             result = vars(res)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
@@ -298,9 +312,10 @@ def _child(kind: str, root: str, batch_path: str) -> dict[str, Any]:
     }
 
 
-def measure(kind: str, root: str, batch_path: Path) -> dict[str, Any]:
+def measure(kind: str, root: str, batch_path: Path, locked: bool = True) -> dict[str, Any]:
     """One measurement in a fresh child process."""
     cmd = [sys.executable, "-m", "bench.dataset", "--child", kind, root, str(batch_path)]
+    cmd.append("locked" if locked else "unlocked")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-2000:]}")
@@ -352,13 +367,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         root = _copy_table(base, tmp / name)
         runs[name] = {
             "parquet": measure("parquet", root, batches[name]),
-            "merge": measure("merge", root, batches[name]),
+            "merge": measure("merge", root, batches[name], not args.unlocked),
         }
-    remerge = measure("merge", str(tmp / "mixed"), batches["mixed"])
+    remerge = measure("merge", str(tmp / "mixed"), batches["mixed"], not args.unlocked)
     runs["remerge"] = {"parquet": runs["mixed"]["parquet"], "merge": remerge}
     return {
         "benchmark": "dataset",
-        "settings": {"rows": args.rows, "batch": args.batch, "seed": args.seed},
+        "settings": {
+            "rows": args.rows,
+            "batch": args.batch,
+            "seed": args.seed,
+            "root_lock": not args.unlocked,
+        },
         "environment": {
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
@@ -378,9 +398,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table and write the JSON; returns what was written."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        result = _child(*argv[1:4])
-        print(json.dumps(result))
-        return result
+        result = _child(*argv[1:5])
+        print(json.dumps(result), flush=True)
+        # Arrow's native thread pools can abort the interpreter's teardown at random
+        # ("terminate called without an active exception", apache/arrow#34314); the
+        # measurement is printed, so the child leaves without running it.
+        gc.collect()
+        os._exit(0)
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="capflow-bench-dataset-") as tmp:
         payload = run(args, Path(tmp))

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from capflow_core.memory import tune_allocators
+
+tune_allocators()  # before any module loads deltalake
+
 __all__ = ["CapFlow", "Sample"]
 
 

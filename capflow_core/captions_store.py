@@ -10,9 +10,11 @@ The table is partitioned by ``domain`` and ``cohort`` (:mod:`capflow_core.captio
 The MERGE source carries each row's partition: the stored ``cohort`` for updates and
 deletes, the current UTC month for inserts; an update whose domain changed becomes a delete
 in the old partition plus an insert in the new one. The MERGE predicate starts with a
-literal filter naming exactly those partitions, so Delta reads and rewrites only them (a
-join on random ``asset_id`` values alone prunes nothing). Older captions stay readable by
-time travel until :func:`vacuum` deletes the unreferenced files.
+literal filter naming exactly the partitions of the stored rows it updates or deletes, so
+Delta reads and rewrites only them (a join on random ``asset_id`` values alone prunes
+nothing), and new assets are inserted without reading the table's rows, unless a concurrent
+writer is possible (see :func:`_merge_predicate`). Older captions stay readable by
+time travel until :func:`capflow_core.captions_takedown.vacuum` deletes the unreferenced files.
 
 The read side is re-exported here so ``from capflow_core.captions_store import ...`` works.
 """
@@ -44,7 +46,6 @@ from capflow_core.captions_read import (  # noqa: F401  (re-exported)
 from capflow_core.config import S3Config
 from capflow_core.delta_store import retry_commit, scan_columns
 
-DEFAULT_RETENTION_HOURS = 168  # Delta's default deletedFileRetentionDuration (one week)
 _KEYS = ["asset_id", "caption_id", "domain", "cohort"]
 _NULL = "\x00capflow-null"  # stands for a null domain in the join (NULL = NULL is not true)
 
@@ -60,7 +61,8 @@ class PromoteResult:
     unchanged: int = 0
 
 
-def _metadata(result: PromoteResult, **meta: Any) -> dict[str, str]:
+def commit_metadata(result: PromoteResult, **meta: Any) -> dict[str, str]:
+    """The ``capflow.*`` commit metadata of a promote or removal: its counts and ``meta``."""
     counts = {k: getattr(result, k) for k in ("added", "changed", "removed", "unchanged")}
     counts |= meta.pop("counts", None) or {}
     out = {f"capflow.{k}": str(v) for k, v in meta.items() if v is not None}
@@ -76,7 +78,8 @@ def _quote(value: str) -> str:
     return "'{}'".format(value.replace("'", "''"))
 
 
-def _sql_in(column: str, values: Iterable[str]) -> str:
+def sql_in(column: str, values: Iterable[str]) -> str:
+    """``column IN ('a', 'b')`` with the values quoted as SQL literals."""
     return f"{column} IN ({', '.join(_quote(v) for v in sorted(values))})"
 
 
@@ -87,13 +90,14 @@ def partition_filter(partitions: Iterable[tuple[str | None, str]], alias: str = 
         by_domain.setdefault(domain, set()).add(cohort)
     terms = [
         f"({alias}domain {'IS NULL' if d is None else '= ' + _quote(d)} AND "
-        f"{_sql_in(alias + 'cohort', cohorts)})"
+        f"{sql_in(alias + 'cohort', cohorts)})"
         for d, cohorts in sorted(by_domain.items(), key=lambda kv: (kv[0] is not None, kv[0]))
     ]
     return "(" + " OR ".join(terms) + ")"
 
 
-def _partitions(table: Any) -> set[tuple[str | None, str]]:
+def partitions_of(table: Any) -> set[tuple[str | None, str]]:
+    """The (domain, cohort) partitions of a table's rows."""
     return set(zip(*(table.column(c).to_pylist() for c in PARTITION_BY), strict=True))
 
 
@@ -124,8 +128,11 @@ def _same(a: Any, b: Any) -> Any:
     return pc.or_(pc.fill_null(pc.equal(a, b), False), both_null)
 
 
-def _plan(table: Any, staged: Any, removed: Any) -> tuple[Any, PromoteResult]:
-    """The MERGE source (upserts then deletes, with ``_op`` and ``cohort``) and its counts."""
+def _plan(
+    table: Any, staged: Any, removed: Any
+) -> tuple[Any, PromoteResult, set[tuple[str | None, str]]]:
+    """The MERGE source (upserts then deletes, with ``_op`` and ``cohort``), its counts, and
+    the partitions of the stored rows it updates or deletes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -160,23 +167,30 @@ def _plan(table: Any, staged: Any, removed: Any) -> tuple[Any, PromoteResult]:
     upserts = upserts.append_column("cohort", cohort.cast(pa.string()))
     ops = pa.array(["upsert"] * upserts.num_rows + ["delete"] * len(dead), pa.string())
     source = pa.concat_tables([upserts, deletes]).append_column("_op", ops)
-    return source, result
+    return source, result, partitions_of(changed) | partitions_of(gone)
 
 
-def _merge_predicate(source: Any, inserts: bool) -> str:
-    """The join on asset_id behind a literal filter of the partitions the MERGE may touch.
+def _merge_predicate(
+    source: Any, touched: set[tuple[str | None, str]], inserts: bool, exclusive: bool
+) -> str:
+    """The join on asset_id behind a literal filter of the partitions the MERGE may read.
 
-    With new assets, the whole current cohort (every domain) is in the filter: a concurrent
-    writer inserting the same asset under another domain then conflicts with this commit
-    (Delta checks what a transaction read), and the retry sees its row instead of adding a
-    second one.
+    ``touched`` (the stored rows it updates or deletes) is enough when this process holds the
+    root's lock (``exclusive``): no other capflow writer can add a row meanwhile, so new
+    assets are inserted without reading any partition. Otherwise, with new assets, the
+    source's partitions and the whole current cohort are in the filter: a concurrent writer
+    inserting the same asset (under any domain) then conflicts with this commit (Delta
+    checks what a transaction read), and the retry sees its row instead of adding a second.
     """
     null = _quote(_NULL)
-    touched = partition_filter(_partitions(source), "t.")
-    if inserts:
-        touched = f"({touched} OR t.cohort = {_quote(_cohort_now())})"
+    if exclusive:
+        reads = partition_filter(touched, "t.") if touched else "FALSE"
+    else:
+        reads = partition_filter(partitions_of(source), "t.")
+        if inserts:
+            reads = f"({reads} OR t.cohort = {_quote(_cohort_now())})"
     return (
-        f"{touched} AND t.asset_id = s.asset_id "
+        f"{reads} AND t.asset_id = s.asset_id "
         f"AND t.cohort = s.cohort AND coalesce(t.domain, {null}) = coalesce(s.domain, {null})"
     )
 
@@ -193,6 +207,7 @@ def promote(
     gate: str = "passed",
     config_hash: str = "",
     operation: str = "promote",
+    exclusive: bool | None = None,
 ) -> PromoteResult:
     """MERGE a run's staged records and removals into the dataset as one version.
 
@@ -204,6 +219,9 @@ def promote(
         removed_asset_ids: assets whose rows are deleted in the same commit.
         run_id, flow_run_id, gate, config_hash, operation: commit metadata.
         counts: extra counts stored in ``capflow.counts`` next to added/changed/....
+        exclusive: no other writer can commit meanwhile, so inserts need not read the
+            table (default: whether this process holds the root's lock,
+            :func:`capflow_core.root_lock.holds`).
 
     Returns:
         The version made (None when nothing was added, changed or removed) and the counts.
@@ -223,9 +241,14 @@ def promote(
     if pc.any(pc.is_in(removed, value_set=staged.column("asset_id"))).as_py():
         raise ValueError("an asset cannot be both staged and removed in one promote")
 
+    if exclusive is None:
+        from capflow_core.root_lock import holds
+
+        exclusive = holds(root)
+
     def attempt() -> PromoteResult:
         table = open_captions(root, s3, create=True)
-        source, result = _plan(table, staged, removed)
+        source, result, touched = _plan(table, staged, removed)
         if source.num_rows == 0:  # nothing to do, or this run's earlier try committed it
             return _committed(table, run_id, operation) or result
         meta = dict(run_id=run_id, flow_run_id=flow_run_id, operation=operation, gate=gate)
@@ -234,10 +257,10 @@ def promote(
         merge = (
             table.merge(
                 source,
-                predicate=_merge_predicate(source, result.added > 0),
+                predicate=_merge_predicate(source, touched, result.added > 0, exclusive),
                 source_alias="s",
                 target_alias="t",
-                commit_properties=CommitProperties(custom_metadata=_metadata(result, **meta)),
+                commit_properties=CommitProperties(custom_metadata=commit_metadata(result, **meta)),
             )
             .when_matched_delete(predicate="s._op = 'delete'")
             .when_matched_update(cols, predicate="s._op = 'upsert'")
@@ -264,73 +287,3 @@ def _committed(table: Any, run_id: str, operation: str) -> PromoteResult | None:
     counts = json.loads(commit.get("capflow.counts") or "{}")
     keys = ("added", "changed", "removed", "unchanged")
     return PromoteResult(commit["version"], **{k: int(counts.get(k, 0)) for k in keys})
-
-
-def remove_assets(
-    root: str,
-    s3: S3Config,
-    *,
-    asset_ids: Iterable[str] = (),
-    source_uris: Iterable[str] = (),
-    reason: str = "takedown",
-    run_id: str | None = None,
-) -> PromoteResult:
-    """Delete assets' rows (a takedown) in one DELETE commit, a new dataset version.
-
-    Rows match by ``asset_id`` or ``source_uri``. No matching row: no commit, version None.
-    The bytes stay readable in older versions' files until :func:`vacuum` deletes them.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from deltalake import CommitProperties
-
-    ids, uris = set(asset_ids), set(source_uris)
-    if not (ids or uris):
-        return PromoteResult(version=None)
-    predicate = " OR ".join(
-        _sql_in(col, vals) for col, vals in (("asset_id", ids), ("source_uri", uris)) if vals
-    )
-    id_set, uri_set = pa.array(sorted(ids), pa.string()), pa.array(sorted(uris), pa.string())
-    run_id = run_id or f"remove-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-
-    def attempt() -> PromoteResult:
-        table = open_captions(root, s3)
-        if table is None:
-            return PromoteResult(version=None)
-        hits = []
-        for b in scan_columns(table, ["asset_id", "source_uri", *PARTITION_BY]):
-            hit = pc.or_(
-                pc.is_in(b.column("asset_id"), value_set=id_set),
-                pc.is_in(b.column("source_uri"), value_set=uri_set),
-            )
-            hits.append(pa.Table.from_batches([b.filter(hit)]))
-        found = pa.concat_tables(hits) if hits else None
-        result = PromoteResult(version=None, removed=found.num_rows if found else 0)
-        if not result.removed:
-            return result
-        meta = _metadata(result, run_id=run_id, operation="remove", counts={"reason": reason})
-        where = f"{partition_filter(_partitions(found))} AND ({predicate})"
-        table.delete(where, commit_properties=CommitProperties(custom_metadata=meta))
-        result.version = table.version()
-        return result
-
-    return retry_commit(attempt)
-
-
-def vacuum(
-    root: str, s3: S3Config, retention_hours: int = DEFAULT_RETENTION_HOURS, dry_run: bool = True
-) -> list[str]:
-    """Files no longer referenced by versions younger than ``retention_hours``: listed only
-    (``dry_run``) or deleted. Versions whose files are deleted can no longer be read.
-
-    Delta refuses a retention below its one-week default unless told otherwise; an explicit
-    shorter ``retention_hours`` (an urgent takedown) lifts that check.
-    """
-    table = open_captions(root, s3)
-    if table is None:
-        return []
-    return table.vacuum(
-        retention_hours=retention_hours,
-        dry_run=dry_run,
-        enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
-    )

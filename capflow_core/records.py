@@ -9,11 +9,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+
+# the specific causes a failed record's error messages name (``<code>: ...``, possibly nested
+# as ``model_error: scene: prompt_too_long: ...``), most specific first
+FAILURE_CODES = (
+    "prompt_too_long",
+    "reply_too_long",
+    "timeout",
+    "infrastructure",
+    "internal",
+    "ocr_failed",
+    "route_failed",
+)
 
 
 @dataclass
@@ -81,6 +94,15 @@ class CaptionRecord:
     def ok(self) -> bool:
         """True when every stage produced its output (judge-rejected still counts as ok)."""
         return not self.errors and self.caption is not None
+
+    def failure(self) -> tuple[str, str]:
+        """``(stage, reason_code)`` of a failed record's first error: the specific cause when
+        its message names one (``prompt_too_long``, ``timeout``, ...), else ``<stage>_failed``."""
+        stage, message = next(iter(self.errors.items()), ("caption", ""))
+        for code in FAILURE_CODES:
+            if re.search(rf"\b{code}:", message):
+                return stage, code
+        return stage, f"{stage}_failed"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -32,6 +32,7 @@ from capflow_core.storage import filesystem, is_s3, join_under
 
 log = logging.getLogger("capflow.root_lock")
 POLL_S = 1.0
+_HELD: dict[str, _LocalLock | _S3Lease] = {}  # lock URI -> this process's held lock
 
 
 class RootBusyError(InfrastructureError):
@@ -41,6 +42,13 @@ class RootBusyError(InfrastructureError):
 def lock_uri(root: str, name: str = "refresh") -> str:
     """Where the lock object ``name`` of a storage root lives."""
     return join_under(root, "_locks", f"{name}.json")
+
+
+def holds(root: str, name: str = "refresh") -> bool:
+    """Whether this process holds the lock ``name`` of ``root`` now (an S3 lease only while
+    its last renewal is younger than its TTL), so no other capflow writer can be at work."""
+    lock = _HELD.get(lock_uri(root, name))
+    return lock is not None and lock.fresh()
 
 
 def _now_iso() -> str:
@@ -121,9 +129,11 @@ def root_lock(
             (notify or log.info)(f"waiting for the lock {uri}: held by {_describe(lock.holder)}")
             announced = True
         time.sleep(min(POLL_S, max(0.05, deadline - time.monotonic())))
+    _HELD[uri] = lock
     try:
         yield uri
     finally:
+        _HELD.pop(uri, None)
         try:
             lock.release()
         except Exception as err:  # the lease then lapses after ttl_s
@@ -157,6 +167,10 @@ class _LocalLock:
         self._fd = fd
         return True
 
+    def fresh(self) -> bool:
+        """Held: the kernel keeps a ``flock`` until the file is closed."""
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
@@ -174,6 +188,7 @@ class _S3Lease:
         self.token, self.since = uuid.uuid4().hex, _now_iso()
         self.holder: dict[str, Any] = {}
         self._etag: str | None = None
+        self._renewed_at = 0.0  # time.monotonic() of the last PUT that kept the lease
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -209,7 +224,12 @@ class _S3Lease:
                 self.holder = found[0]
             return False
         self._etag = (out or {}).get("ETag") or found[1]
+        self._renewed_at = time.monotonic()
         return True
+
+    def fresh(self) -> bool:
+        """Held, and renewed within the TTL (a waiter takes over only after that)."""
+        return self._renewed_at > 0 and time.monotonic() - self._renewed_at < self.ttl_s
 
     def try_acquire(self) -> bool:
         self.since = _now_iso()
@@ -230,6 +250,7 @@ class _S3Lease:
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 if not self._put(IfMatch=self._etag or "*"):
+                    self._renewed_at = 0.0
                     log.error("lost the lock %s to %s", self.path, _describe(self.holder))
                     return
             except Exception as err:  # a failed renewal is retried at the next beat

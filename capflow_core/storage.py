@@ -80,13 +80,24 @@ def _s3fs_class() -> type:
             try:
                 return await super()._call_s3(method, *args, **kwargs)
             except BotoCoreError as err:
-                raise ConnectionError(f"S3 {method} failed after retries: {err}") from err
+                raise ConnectionError(_s3_failure(self, method, kwargs, err)) from err
 
         call_s3 = sync_wrapper(_call_s3)  # what s3fs's files upload through
 
     BoundedS3FileSystem.__module__ = __name__  # picklable by name (see __getattr__)
     BoundedS3FileSystem.__qualname__ = "BoundedS3FileSystem"
     return BoundedS3FileSystem
+
+
+def _s3_failure(fs: Any, method: str, call: dict[str, Any], err: Exception) -> str:
+    """What failed, where, and what to do: the object's URI, the endpoint, the settings."""
+    where = f"s3://{call.get('Bucket', '?')}/{call.get('Key') or call.get('Prefix') or ''}"
+    endpoint = (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url") or "AWS S3"
+    return (
+        f"S3 {method} of {where} at {endpoint} failed after retries: {err}. Check that the "
+        "endpoint is reachable (s3.endpoint_url); on a slow or flaky link raise "
+        "s3.max_attempts or s3.read_timeout_s"
+    )
 
 
 def __getattr__(name: str) -> Any:

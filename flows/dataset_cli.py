@@ -180,7 +180,7 @@ def remove(
 ) -> None:
     """Take assets down: delete their captions in a new version (old versions keep the
     bytes until `capflow dataset vacuum`)."""
-    from capflow_core.captions_store import remove_assets
+    from capflow_core.captions_takedown import remove_assets
 
     if not asset and not source_uri:
         raise fail("name what to remove: --asset ID and/or --source-uri URI", EXIT_CONFIG)
@@ -209,24 +209,40 @@ def vacuum(
         int, typer.Option(help="Keep files still needed by versions younger than this.")
     ] = 168,
     yes: Annotated[bool, typer.Option("--yes", help="Delete (default: list only).")] = False,
+    temp_age_hours: Annotated[
+        float,
+        typer.Option(
+            help="Also delete temporary objects (`*.tmp-*`) under <root>/staging/ older than "
+            "this: left by writers killed mid-write."
+        ),
+    ] = 1.0,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
-    """Delete data files no version younger than --retention-hours needs (dry run without
-    --yes). Versions older than that can no longer be read by time travel."""
-    from capflow_core.captions_store import vacuum as run_vacuum
+    """Delete data files no version younger than --retention-hours needs, and temporary
+    objects killed writers left in staging (dry run without --yes). Versions older than
+    --retention-hours can no longer be read by time travel."""
+    from capflow_core.captions_takedown import vacuum as run_vacuum
+    from capflow_core.staging_cleanup import abandoned_temp_files, delete_temp_files
 
-    files = _call(
-        config,
-        root,
-        lambda w, s3: run_vacuum(w, s3, retention_hours, dry_run=not yes),
-        exclusive=yes,
-    )
+    def both(where: str, s3: Any) -> tuple[list[str], list[str]]:
+        files = run_vacuum(where, s3, retention_hours, dry_run=not yes)
+        temps = abandoned_temp_files(where, s3, temp_age_hours * 3600)
+        if yes:
+            delete_temp_files(where, s3, temps)
+        return files, temps
+
+    files, temps = _call(config, root, both, exclusive=yes)
     verb = "deleted" if yes else "would delete"
-    typer.echo(f"{verb} {len(files)} file(s) older than {retention_hours} h")
-    for name in files[:20]:
-        typer.echo(f"  {name}")
-    if len(files) > 20:
-        typer.echo(f"  ... and {len(files) - 20} more")
-    if files and not yes:
+    _listed(f"{verb} {len(files)} file(s) older than {retention_hours} h", files)
+    _listed(f"{verb} {len(temps)} abandoned temporary object(s) in staging", temps)
+    if (files or temps) and not yes:
         typer.echo("run again with --yes to delete them")
+
+
+def _listed(head: str, names: list[str], most: int = 20) -> None:
+    typer.echo(head)
+    for name in names[:most]:
+        typer.echo(f"  {name}")
+    if len(names) > most:
+        typer.echo(f"  ... and {len(names) - most} more")

@@ -24,7 +24,7 @@ from typing import Any
 from capflow_core.config import Config, S3Config, config_hash
 from capflow_core.errors import ItemError
 from capflow_core.failpoints import failpoint
-from capflow_core.storage import filesystem, join_under
+from capflow_core.storage import filesystem
 from tasks.caption_partial import (
     add_costs,
     attempt_cost,
@@ -33,14 +33,14 @@ from tasks.caption_partial import (
     remove_partials,
     unreachable,
 )
+from tasks.caption_staged import (  # noqa: F401  (re-exported)
+    MARKER,
+    caption_markers,
+    captioned_dir,
+    staged_records,
+)
 
-MARKER = "_CAPTIONED"
 _ENGINES: dict[str, Any] = {}  # one engine (loaded models) per config, per process
-
-
-def captioned_dir(root: str, run_id: str) -> str:
-    """``<root>/staging/<run_id>/captioned``."""
-    return join_under(root, "staging", run_id, "captioned")
 
 
 def shard_key(shard_uri: str) -> str:
@@ -116,14 +116,15 @@ def caption_shard(
     records = kept.records + new
     good = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
-    rejections += _over_budget(cfg, root, run_id, failed)
+    given_up = _over_budget(cfg, root, run_id, failed)
+    rejections += given_up
     _write_records(root, run_id, shard, good, cfg.s3)
     _store_outcomes(cfg, root, run_id, shard, failed, rejections)
     cost = add_costs(kept.cost, spent)
     marker = {
         "captioned": len(good),
         "accepted": sum(r.accepted for r in good),
-        "failed": len(failed) - sum(1 for r in rejections if r.reason_code == "model_error"),
+        "failed": len(failed) - len(given_up),  # to retry in a later run
         "rejected": len(rejections),
         "resumed": len(kept.records),
         "tokens_prompt": sum(r.tokens.prompt for r in records),
@@ -182,7 +183,8 @@ def _over_budget(cfg: Config, root: str, run_id: str, failed: list[Any]) -> list
         if used >= cfg.caption.retry_budget:
             detail = f"failed {used} time(s) (retry_budget {cfg.caption.retry_budget}): "
             detail += "; ".join(f"{k}: {v}" for k, v in r.errors.items())
-            out.append(Rejection(r.source_uri, "model_error", detail, r.asset_id, "caption"))
+            code = r.failure()[1]  # stage stays "caption": the plan skips those given up
+            out.append(Rejection(r.source_uri, code, detail, r.asset_id, "caption"))
     return out
 
 
@@ -216,35 +218,3 @@ def _store_outcomes(
     ]
     record_failures(root, cfg.s3, run_id, rows)
     store_rejects(root, cfg.s3, run_id, f"caption-{shard}", rejections)
-
-
-def staged_records(root: str, run_id: str, s3: S3Config) -> Any:
-    """All committed staged records of a run, one pyarrow table (canonical schema)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from capflow_core.records import SCHEMA
-
-    fs, folder = filesystem(captioned_dir(root, run_id), s3)
-    if not fs.exists(folder):
-        return SCHEMA.empty_table()
-    names = [p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
-    shards = sorted(n.removesuffix("." + MARKER) for n in names if n.endswith("." + MARKER))
-    tables = []
-    for shard in shards:
-        with fs.open(f"{folder}/{shard}.parquet", "rb") as f:
-            tables.append(pq.read_table(f).cast(SCHEMA))
-    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-
-
-def caption_markers(root: str, run_id: str, s3: S3Config) -> dict[str, dict[str, Any]]:
-    """Every committed caption marker of a run, by shard."""
-    fs, folder = filesystem(captioned_dir(root, run_id), s3)
-    if not fs.exists(folder):
-        return {}
-    out = {}
-    for p in sorted(fs.ls(folder, detail=False)):
-        name = p.rsplit("/", 1)[-1]
-        if name.endswith("." + MARKER):
-            out[name.removesuffix("." + MARKER)] = json.loads(fs.cat_file(p))
-    return out

@@ -55,8 +55,9 @@ def write_run_report(
             "examples": {k: d.examples(k) for k in ("added", "changed", "removed")},
         }
         title = f"CapFlow dataset v{version}"
-    else:
-        records = staged_records(root, run_id, cfg.s3)
+    else:  # the run's staged records: the summary's columns, full rows only for examples
+        records = staged_records(root, run_id, cfg.s3, columns=SUMMARY_COLUMNS)
+        sample_rows = partial(_staged_rows, root, run_id, cfg.s3)
         title = f"CapFlow run {run_id} (no new version)"
     data = ReportData(
         title=title,
@@ -73,6 +74,12 @@ def write_run_report(
         sample_rows=sample_rows,
     )
     return write_report(data, report_uri(root, version=version, run_id=run_id), cfg.s3)
+
+
+def _staged_rows(root: str, run_id: str, s3: S3Config, asset_ids: list[str]) -> Any:
+    from tasks.caption_staged import staged_records
+
+    return staged_records(root, run_id, s3, asset_ids=asset_ids)
 
 
 def version_rows(

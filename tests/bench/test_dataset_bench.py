@@ -22,7 +22,7 @@ def test_dataset_bench_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ratio MERGE/parquet write" in proc.stdout
     data = json.loads(out.read_text())
-    assert data["settings"] == {"rows": 2000, "batch": 200, "seed": 0}
+    assert data["settings"] == {"rows": 2000, "batch": 200, "seed": 0, "root_lock": True}
     inputs = data["inputs"]
     assert inputs["table_files"] > 12 and inputs["mixed_updates"] == 100
     recaption_rows = inputs["batch_rows"]["recaption"]

@@ -3,6 +3,7 @@ concurrent and killed writers, on local roots and a moto S3 root."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -13,10 +14,12 @@ import pyarrow as pa
 import pytest
 
 from capflow_core import captions_store as cs
+from capflow_core import captions_takedown as ct
 from capflow_core.config import S3Config
 from capflow_core.dataset_diff import diff_versions
 from capflow_core.errors import ConfigError
 from capflow_core.records import AgentOutput, CaptionRecord, JudgeResult, Route, to_arrow
+from capflow_core.root_lock import holds, root_lock
 
 S3 = S3Config()
 
@@ -160,8 +163,8 @@ def test_missing_dataset_and_versions(tmp_path):
 def test_takedown_then_vacuum_makes_old_versions_unreadable(tmp_path):
     root = str(tmp_path / "root")
     cs.promote(root, S3, staged(range(5)), [], run_id="r1")
-    assert cs.remove_assets(root, S3, asset_ids=["f" * 64]).version is None
-    res = cs.remove_assets(
+    assert ct.remove_assets(root, S3, asset_ids=["f" * 64]).version is None
+    res = ct.remove_assets(
         root, S3, asset_ids=[f"{1:064x}"], source_uris=["s3://src/natural/3.jpg"], run_id="t1"
     )
     assert (res.version, res.removed) == (2, 2)
@@ -169,9 +172,9 @@ def test_takedown_then_vacuum_makes_old_versions_unreadable(tmp_path):
     info = cs.versions(root, S3)[-1]
     assert (info.operation, info.run_id, info.counts["reason"]) == ("remove", "t1", "takedown")
     assert len(rows(root, 1)) == 5  # the taken-down caption is still in version 1's files
-    listed = cs.vacuum(root, S3, retention_hours=0, dry_run=True)
+    listed = ct.vacuum(root, S3, retention_hours=0, dry_run=True)
     assert listed and len(rows(root, 1)) == 5
-    assert sorted(cs.vacuum(root, S3, retention_hours=0, dry_run=False)) == sorted(listed)
+    assert sorted(ct.vacuum(root, S3, retention_hours=0, dry_run=False)) == sorted(listed)
     with pytest.raises(ConfigError, match="cannot be read"):
         cs.read_version(root, S3, 1)
     assert len(rows(root)) == 3
@@ -231,7 +234,7 @@ def test_on_s3(moto_s3):
     assert cs.promote(root, S3, staged(range(6)), [], run_id="r2").version is None
     res = cs.promote(root, S3, staged(range(2), fp="fp2"), [f"{5:064x}"], run_id="r3")
     assert (res.version, res.changed, res.removed) == (2, 2, 1)
-    assert cs.remove_assets(root, S3, asset_ids=[f"{4:064x}"]).version == 3
+    assert ct.remove_assets(root, S3, asset_ids=[f"{4:064x}"]).version == 3
     assert [v.run_id for v in cs.versions(root, S3)][:2] == ["r1", "r3"]
     assert len(rows(root, 1)) == 6 and len(rows(root)) == 4
     assert len(diff_versions(root, S3, 1, 3).removed) == 2
@@ -246,8 +249,10 @@ def _files(root: str) -> dict[tuple, set[str]]:
     return out
 
 
-def test_partitions_pruned_domain_moves_and_null_domain(tmp_path, monkeypatch):
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_partitions_pruned_domain_moves_and_null_domain(tmp_path, monkeypatch, exclusive):
     root = str(tmp_path / "root")
+    monkeypatch.setattr(cs, "promote", functools.partial(cs.promote, exclusive=exclusive))
     for month, base in (("2026-01", 0), ("2026-02", 6)):
         monkeypatch.setattr(cs, "_cohort_now", lambda m=month: m)
         batch = [rec(base + i, "natural") for i in range(3)]
@@ -290,7 +295,7 @@ def test_partitions_pruned_domain_moves_and_null_domain(tmp_path, monkeypatch):
     assert cs.promote(root, S3, to_arrow(batch), [], run_id="r4").version is None
 
     # a takedown in the null-domain partition rewrites only that partition
-    res = cs.remove_assets(root, S3, asset_ids=[f"{1:064x}"], run_id="t1")
+    res = ct.remove_assets(root, S3, asset_ids=[f"{1:064x}"], run_id="t1")
     assert (res.version, res.removed) == (4, 1)
     final = _files(root)
     assert {k: v for k, v in final.items() if k != (None, "2026-01")} == {
@@ -313,3 +318,31 @@ def test_racing_inserts_of_one_asset_under_two_domains_leave_one_row(tmp_path, m
     assert result.version == 3 and result.changed == 1 and result.added == 0
     final = [r for r in rows(root).values() if r["asset_id"] == rec(7).asset_id]
     assert len(final) == 1 and final[0]["domain"] == "chart"
+
+
+def test_inserts_under_the_root_lock_read_no_stored_rows(tmp_path):
+    """Holding the root's lock, new assets go in without reading the current cohort; without
+    it they read it (protection against a racing writer); both give the same dataset."""
+    root = str(tmp_path / "root")
+    cs.promote(root, S3, to_arrow([rec(i) for i in range(6)] + [rec(7, "chart")]), [], run_id="r1")
+
+    def scanned() -> int:
+        return cs.open_captions(root, S3).history(1)[0]["operationMetrics"][
+            "num_target_files_scanned"
+        ]
+
+    cs.promote(root, S3, staged([10, 11]), [], run_id="r2")
+    assert not holds(root) and scanned() >= 1
+    with root_lock(root, S3, wait_s=0, ttl_s=60):
+        assert holds(root)
+        res = cs.promote(root, S3, staged([12, 13]), [], run_id="r3")
+        assert (res.version, res.added, scanned()) == (3, 2, 0)
+        # a mix: only the partition of the updated row (chart, one file) is read
+        mix = to_arrow([rec(7, "chart", fp="fp2"), rec(14)])
+        mixed = cs.promote(root, S3, mix, [], run_id="r4")
+        assert (mixed.added, mixed.changed, scanned()) == (1, 1, 1)
+        assert cs.promote(root, S3, staged([12, 13]), [], run_id="r5").version is None
+    assert not holds(root)
+    stored = rows(root)
+    assert set(stored) == {rec(i).asset_id for i in (0, 1, 2, 3, 4, 5, 7, 10, 11, 12, 13, 14)}
+    assert stored[rec(7).asset_id]["caption"] == "caption 7 by fp2"

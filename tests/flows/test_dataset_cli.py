@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -67,11 +70,21 @@ def test_remove_then_vacuum(root):
     assert (
         "nothing removed" in invoke("remove", "-c", CONFIG, "--root", root, "--asset", "x").output
     )
+    staged = Path(root) / "staging" / "r9" / "prepared"  # a killed writer's leftovers
+    staged.mkdir(parents=True)
+    old, fresh = staged / "shard-00000.parquet.tmp-1a", staged / "shard-00001.parquet.tmp-2b"
+    kept = staged / "shard-00002.parquet"
+    for f in (old, fresh, kept):
+        f.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
     dry = invoke("vacuum", "-c", CONFIG, "--root", root, "--retention-hours", "0")
     assert dry.exit_code == 0 and "would delete" in dry.output and "--yes" in dry.output
+    assert "would delete 1 abandoned temporary object(s)" in dry.output and old.name in dry.output
     assert len(cs.read_version(root, S3Config(), 1)) == 4  # dry run deleted nothing
+    assert old.exists()
     done = invoke("vacuum", "-c", CONFIG, "--root", root, "--retention-hours", "0", "--yes")
     assert done.exit_code == 0 and "deleted" in done.output
+    assert not old.exists() and fresh.exists() and kept.exists()
     assert invoke("show", "-c", CONFIG, "--root", root, "--version", "1").exit_code == 2
 
 

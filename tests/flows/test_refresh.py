@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from capflow_core.captions_store import read_version, versions
 from capflow_core.config import S3Config
 from capflow_core.runs_store import read_run, read_runs
+from tasks.caption import staged_records
 from tests.flows.refresh_setup import (
     paper_thresholds,
     refresh,
@@ -97,6 +99,10 @@ def test_strict_gate_fails_the_run_then_promote_adds_the_version(
     assert run["status"] == "gate_failed" and run["failing"]
     assert {f["expectation"] for f in run["failing"]}  # names the failing expectations
     assert Path(run["report_uri"]).is_file() and "/reports/runs/" in run["report_uri"]
+    staged = staged_records(root, run_id, S3Config())
+    report = html.unescape(Path(run["report_uri"]).read_text())
+    shown = [c for c in staged.column("caption").to_pylist() if c[:60] in report]
+    assert shown  # example captions, read whole for the sampled assets only
 
     res = CliRunner().invoke(app, ["dataset", "promote", run_id, "--config", str(cfg)])
     assert res.exit_code == 0, res.output

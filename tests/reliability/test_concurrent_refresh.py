@@ -19,7 +19,7 @@ import pytest
 
 from capflow_core.captions_store import read_version, versions
 from capflow_core.config import S3Config
-from capflow_core.root_lock import RootBusyError, lock_uri, root_lock
+from capflow_core.root_lock import RootBusyError, holds, lock_uri, root_lock
 from capflow_core.runs_store import read_runs
 from tests.flows.cli_runner import CAPFLOW, ROOT, run
 from tests.flows.refresh_setup import sample_source, write_refresh_config
@@ -137,7 +137,7 @@ def test_the_lock_admits_one_holder_and_outlives_no_killed_one(where: str, tmp_p
     def hold(i: int) -> None:
         with root_lock(root, S3Config(), wait_s=30, ttl_s=10):
             held.append(i)
-            most.append(len(held))
+            most.append(len(held) if holds(root) else -1)
             time.sleep(0.3)
             held.remove(i)
 
@@ -154,6 +154,7 @@ def test_the_lock_admits_one_holder_and_outlives_no_killed_one(where: str, tmp_p
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        assert not holds(root)  # another process holds it
         busy = pytest.raises(RootBusyError, match=f"pid {holder.pid}")
         with busy, root_lock(root, S3Config(), wait_s=0.5, ttl_s=60):
             pass
@@ -162,4 +163,5 @@ def test_the_lock_admits_one_holder_and_outlives_no_killed_one(where: str, tmp_p
         holder.wait(timeout=10)
     start = time.monotonic()
     with root_lock(root, S3Config(), wait_s=10, ttl_s=60):  # the 60 s lease is not waited out
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 5 and holds(root)
+    assert not holds(root)

@@ -183,6 +183,7 @@ def test_completion_bound_clamps_every_request_and_rejects_longer_replies(tmp_pa
     (rec,) = flow(ScriptedBackend(runaway), cfg).caption([image])
     assert "reply_too_long" in rec.errors["agents"] and rec.caption is None
     assert "generation.max_completion_tokens=16" in rec.errors["agents"]
+    assert rec.failure() == ("agents", "reply_too_long")  # the reject's reason code
 
 
 def test_prompt_over_the_bound_is_an_item_error_never_truncated(tmp_path: Path):
@@ -204,6 +205,7 @@ def test_prompt_over_the_bound_is_an_item_error_never_truncated(tmp_path: Path):
     assert "prompt_too_long: 5000 prompt tokens" in rec.errors["summary"]
     assert "generation.max_prompt_tokens=4096" in rec.errors["summary"]
     assert "judge" not in vlm.tags()  # nothing after the failed call
+    assert rec.failure() == ("summary", "prompt_too_long")
 
 
 class _SlowFor(ScriptedBackend):
@@ -233,6 +235,7 @@ def test_sample_wall_clock_bound_cancels_a_hung_sample_and_the_batch_goes_on(tmp
     assert time.monotonic() - started < 30
     assert list(slow.errors) == ["route"] and slow.errors["route"].startswith("timeout:")
     assert "generation.sample_timeout_s=1" in slow.errors["route"]
+    assert slow.failure() == ("route", "timeout")
     assert ok.ok and not ok.errors and vlm.cancelled == 1 and vlm.in_flight == 0
 
 

@@ -146,6 +146,9 @@ def test_a_write_past_its_retries_fails_commits_nothing_and_a_rerun_completes(
     proxy.clear()
     assert cuts >= RETRY["max_attempts"], proxy.stats  # retried before giving up
     assert isinstance(failed.value, ConnectionError), repr(failed.value)  # an OSError
+    message = str(failed.value)  # names the object, the endpoint and what to change
+    assert f"{root}/staging/r1/prepared/" in message and proxy.url in message, message
+    assert "s3.max_attempts" in message, message
     partial = _staged(root)
     assert not any(n.startswith("prepared/") for n in partial["objects"]), partial["objects"]
 

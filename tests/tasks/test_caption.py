@@ -70,6 +70,11 @@ def test_failed_samples_retry_next_run_then_become_rejects(tmp_path: Path, dask_
         "c.png",
     ]
     assert list(attempt_counts(root, cfg.s3).values()) == [1]
+    some = staged_records(root, "r1", cfg.s3, columns=["caption", "source_uri"])
+    assert some.column_names == ["caption", "source_uri"] and some.num_rows == 2
+    one = staged.column("asset_id")[0].as_py()
+    picked = staged_records(root, "r1", cfg.s3, asset_ids=[one, "not-staged"])
+    assert picked.schema == staged.schema and picked.column("asset_id").to_pylist() == [one]
 
     # rerunning a shard that has its marker does nothing (no second attempt row)
     for shard in plan_captions(cfg, root, "r1").shards:
@@ -81,7 +86,7 @@ def test_failed_samples_retry_next_run_then_become_rejects(tmp_path: Path, dask_
     assert (second["new"], second["retry"]) == (0, 3)  # nothing promoted yet: all 3 wait
     rejects = [r for r in read_rejects(root, cfg.s3) if r["stage"] == "caption"]
     assert [Path(r["source_uri"]).name for r in rejects] == ["b.jpg"]
-    assert rejects[0]["reason_code"] == "model_error" and "retry_budget 2" in rejects[0]["detail"]
+    assert rejects[0]["reason_code"] == "judge_failed" and "retry_budget 2" in rejects[0]["detail"]
 
     # given up: the third run does not try it again
     third = _run(cfg, root, "r3", engine, dask_address)
