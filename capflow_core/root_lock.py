@@ -212,6 +212,7 @@ class _S3Lease:
 
     def _put(self, **condition: str) -> bool:
         """Write our holder record under ``condition``; whether we hold the lease now."""
+        sent = time.monotonic()  # the lease runs from the PUT, not from our reading it back
         try:
             out = self.fs.pipe_file(
                 self.path, _holder(self.token, self.since, self.ttl_s), **condition
@@ -224,7 +225,7 @@ class _S3Lease:
                 self.holder = found[0]
             return False
         self._etag = (out or {}).get("ETag") or found[1]
-        self._renewed_at = time.monotonic()
+        self._renewed_at = sent
         return True
 
     def fresh(self) -> bool:

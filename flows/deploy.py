@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO_ROOT / "infra" / "prefect.yaml"
 POOL = "capflow-process"
 REFRESH = "capflow-refresh"
+GPU_DEPLOYMENTS = ("metacaptioner-finetune",)  # train on the GPU host; the rest call endpoints
 DEPLOY_TIMEOUT_S = 300
 
 
@@ -55,11 +56,13 @@ def render_spec(
     config: str | None = None,
     cron: str | None = None,
     pool: str | None = None,
+    gpu_pool: str | None = None,
     repo_root: Path = REPO_ROOT,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The prefect.yaml content with the checkout, config path (and config overrides, e.g.
-    the storage root), refresh cron and pool applied."""
+    the storage root), refresh cron and pools applied (``gpu_pool``: the pool of the
+    :data:`GPU_DEPLOYMENTS`)."""
     out = copy.deepcopy(spec)
     out.pop("definitions", None)  # its aliases are already expanded into the deployments
     out["pull"] = [
@@ -70,8 +73,9 @@ def render_spec(
             dep.setdefault("parameters", {})["config"] = config
         if overrides:
             dep.setdefault("parameters", {})["overrides"] = overrides
-        if pool:
-            dep["work_pool"] = {**dep.get("work_pool", {}), "name": pool}
+        chosen = gpu_pool if gpu_pool and dep["name"] in GPU_DEPLOYMENTS else pool
+        if chosen:
+            dep["work_pool"] = {**dep.get("work_pool", {}), "name": chosen}
         if cron and dep["name"] == REFRESH:
             dep["schedules"] = [{**s, "cron": cron} for s in dep.get("schedules") or [{}]]
     return out
@@ -80,11 +84,6 @@ def render_spec(
 def load_spec(path: Path = PREFECT_FILE) -> dict[str, Any]:
     """The parsed prefect.yaml (YAML aliases expanded)."""
     return yaml.safe_load(path.read_text())
-
-
-def pool_name(spec: dict[str, Any], pool: str | None = None) -> str:
-    """The work pool the deployments use: ``pool`` if given, else the file's first one."""
-    return pool or spec["deployments"][0]["work_pool"]["name"]
 
 
 def ensure_work_pool(name: str = POOL) -> bool:
@@ -112,16 +111,24 @@ def apply_deployments(
     pool: str | None = None,
     prefect_file: Path = PREFECT_FILE,
     overrides: dict[str, Any] | None = None,
+    gpu_pool: str | None = None,
 ) -> list[str]:
     """Apply the file's deployments to the server in PREFECT_API_URL; returns their names.
 
-    Creates the work pool when missing. ``config`` (made absolute by the caller) becomes every
-    deployment's ``config`` parameter; ``cron`` replaces the refresh schedule.
+    Creates missing work pools (as process pools). ``config`` (made absolute by the caller)
+    becomes every deployment's ``config`` parameter; ``cron`` replaces the refresh schedule;
+    ``gpu_pool`` takes the :data:`GPU_DEPLOYMENTS` off ``pool``.
     """
     spec = render_spec(
-        load_spec(prefect_file), config=config, cron=cron, pool=pool, overrides=overrides
+        load_spec(prefect_file),
+        config=config,
+        cron=cron,
+        pool=pool,
+        gpu_pool=gpu_pool,
+        overrides=overrides,
     )
-    ensure_work_pool(pool_name(spec, pool))
+    for name in dict.fromkeys(d["work_pool"]["name"] for d in spec["deployments"]):
+        ensure_work_pool(name)
     with tempfile.TemporaryDirectory(prefix="capflow-deploy-") as tmp:
         rendered = Path(tmp) / "prefect.yaml"
         rendered.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -140,9 +147,10 @@ def apply_deployments(
     return [d["name"] for d in spec["deployments"]]
 
 
-def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``prefect server start`` on 127.0.0.1:``port`` with its own PREFECT_HOME."""
-    home.mkdir(parents=True, exist_ok=True)
+def server_launch(home: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """Command and environment of ``prefect server start`` on 127.0.0.1:``port`` with its
+    own PREFECT_HOME (its database there too, unless the caller sets
+    PREFECT_API_DATABASE_CONNECTION_URL)."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -154,6 +162,13 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     cmd = [prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return cmd, env
+
+
+def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``prefect server start`` on 127.0.0.1:``port`` with its own PREFECT_HOME."""
+    home.mkdir(parents=True, exist_ok=True)
+    cmd, env = server_launch(home, port)
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 

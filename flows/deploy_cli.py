@@ -28,6 +28,14 @@ PoolOpt = Annotated[
     str | None, typer.Option(help="Work pool name (default: capflow-process; made if missing).")
 ]
 
+GpuPoolOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Work pool of metacaptioner-finetune, e.g. one served by a worker on the GPU host "
+        "(default: --pool's)."
+    ),
+]
+
 
 def _config_param(config: Path | None, root: str | None) -> tuple[str | None, dict]:
     """The absolute config path and overrides (``--root``) the deployments pass to their
@@ -37,24 +45,33 @@ def _config_param(config: Path | None, root: str | None) -> tuple[str | None, di
     return (str(Path(config).expanduser().resolve()) if config else None), overrides
 
 
-def _apply(config: tuple[str | None, dict], cron: str | None, pool: str | None) -> list[str]:
+def _apply(
+    config: tuple[str | None, dict], cron: str | None, pool: str | None, gpu_pool: str | None = None
+) -> list[str]:
     from flows.deploy import DeployError, apply_deployments
 
     path, overrides = config
     try:
-        return apply_deployments(config=path, cron=cron, pool=pool, overrides=overrides)
+        return apply_deployments(
+            config=path, cron=cron, pool=pool, overrides=overrides, gpu_pool=gpu_pool
+        )
     except DeployError as err:
         raise fail(str(err), EXIT_INFRA) from None
 
 
 def deploy(
-    config: ConfigOpt = None, root: RootOpt = None, cron: CronOpt = None, pool: PoolOpt = None
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+    cron: CronOpt = None,
+    pool: PoolOpt = None,
+    gpu_pool: GpuPoolOpt = None,
 ) -> None:
     """Apply the deployments of infra/prefect.yaml to the server in PREFECT_API_URL.
 
     capflow-refresh (cron, nightly by default), metacaptioner-finetune (runs on each
-    capflow.dataset.promoted event) and capflow-evaluate (on demand), on a process work
-    pool created when missing. The config path becomes their `config` parameter.
+    capflow.dataset.promoted event; on --gpu-pool when given) and capflow-evaluate (on
+    demand), on work pools created (as process pools) when missing. The config path becomes
+    their `config` parameter.
     Exit status 2 without a configured server (use `capflow serve`); 3 if applying failed.
     """
     from flows.deploy import configured_api_url, ui_url, use_api
@@ -68,7 +85,7 @@ def deploy(
             EXIT_CONFIG,
         )
     with use_api(url):  # the in-process client too, whatever was loaded at import
-        names = _apply(param, cron, pool)
+        names = _apply(param, cron, pool, gpu_pool)
     typer.echo(f"applied {', '.join(names)} to {url}")
     typer.echo(f"UI: {ui_url(url)}/deployments")
 

@@ -198,19 +198,12 @@ def pg_fetch(dsn: str, sql: str, *args: Any) -> list[Any]:
 
 def start_prefect_server(stack: Stack, home: Path, db_url: str) -> tuple[str, Proc]:
     """``prefect server start`` on 127.0.0.1 with its database on PostgreSQL."""
+    from flows.deploy import server_launch
+
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": "",
-        "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-    }
-    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    cmd, env = server_launch(home, port)
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = db_url
     proc = stack.launch("prefect server", cmd, home / "server.log", env=env)
     return f"http://127.0.0.1:{port}/api", proc
 

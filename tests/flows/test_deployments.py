@@ -25,6 +25,7 @@ from tests.quality.chromium import FLAGS, find_chromium
 pytestmark = pytest.mark.timeout(240)
 NAMES = {"capflow-refresh", "metacaptioner-finetune", "capflow-evaluate"}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+GPU_POOL = "capflow-gpu-test"
 
 
 def _cli() -> typer.Typer:
@@ -39,9 +40,8 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     """`capflow deploy --config tiny.yaml` once for the module; deployments by name."""
     from prefect.client.orchestration import get_client
 
-    result = CliRunner().invoke(
-        _cli(), ["deploy", "--config", str(REPO_ROOT / "configs/tiny.yaml")]
-    )
+    tiny = str(REPO_ROOT / "configs/tiny.yaml")
+    result = CliRunner().invoke(_cli(), ["deploy", "--config", tiny, "--gpu-pool", GPU_POOL])
     assert result.exit_code == 0, result.output
     assert "capflow-refresh" in result.output
     with get_client(sync_client=True) as client:
@@ -65,6 +65,13 @@ def test_render_spec_applies_config_cron_pool_and_checkout():
     assert deps["capflow-refresh"]["schedules"][0]["cron"] == "15 4 * * *"
     assert all(d["parameters"]["config"] == "/c.yaml" for d in deps.values())
     assert {d["work_pool"]["name"] for d in deps.values()} == {"gpu-pool"}
+    split = render_spec(load_spec(), gpu_pool="trainers")  # the GPU deployment alone moves
+    pools = {d["name"]: d["work_pool"]["name"] for d in split["deployments"]}
+    assert pools == {
+        "capflow-refresh": "capflow-process",
+        "capflow-evaluate": "capflow-process",
+        "metacaptioner-finetune": "trainers",
+    }
     assert spec["pull"][0]["prefect.deployments.steps.set_working_directory"] == {
         "directory": str(REPO_ROOT)
     }
@@ -94,8 +101,11 @@ def test_deploy_registers_schedule_and_trigger(deployed: dict[str, Any]):
     assert set(deployed) >= NAMES
     tiny = str(REPO_ROOT / "configs/tiny.yaml")
     assert all(deployed[n].parameters["config"] == tiny for n in NAMES)
-    assert {deployed[n].work_pool_name for n in NAMES} == {"capflow-process"}
+    pools = {n: deployed[n].work_pool_name for n in NAMES}
+    assert pools.pop("metacaptioner-finetune") == GPU_POOL  # --gpu-pool
+    assert set(pools.values()) == {"capflow-process"}
     with _sync_client() as client:
+        assert client.read_work_pool(GPU_POOL).type == "process"  # made when missing
         refresh = client.read_deployment_schedules(deployed["capflow-refresh"].id)
         assert [s.schedule.cron for s in refresh] == ["0 2 * * *"]
         assert client.read_deployment_schedules(deployed["capflow-evaluate"].id) == []
