@@ -1,16 +1,16 @@
 """Model endpoints for the scale benchmark: ``transformers serve`` processes of the tiny model.
 
-Each server runs on 127.0.0.1 with ``OMP_NUM_THREADS=1`` (one core's worth of model work,
-so 1 vs 2 endpoints is 1 vs 2 cores of model capacity). ``transformers serve`` loads the
-model on the first request, so :meth:`ServeFleet.ready` sends each server one small chat
-request before any timed run.
+They are launched by the product's own launcher (:mod:`capflow_core.serving_launch`, what
+``capflow endpoints up`` runs), with ``transformers serve`` as the command template. Each
+server runs on 127.0.0.1 with ``OMP_NUM_THREADS=1`` (one core's worth of model work, so 1 vs
+2 endpoints is 1 vs 2 cores of model capacity). ``transformers serve`` loads the model on
+the first request, so :meth:`ServeFleet.ready` sends each server one small chat request
+before any timed run.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +19,12 @@ from typing import Any
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 SERVE = Path(sys.executable).with_name("transformers")
+SERVE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
 
 
 def free_port() -> int:
@@ -28,42 +34,55 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serving_config(model_dir: Path, ports: list[int], state_dir: Path) -> Any:
+    """A config whose ``serving`` section starts one ``transformers serve`` per port."""
+    from capflow_core.config import config_from_dict
+
+    endpoints = str(state_dir / "endpoints.json")  # written by `endpoints up`, unused here
+    spec = {"backend": "openai", "model": str(model_dir), "endpoints_file": endpoints}
+    command = [str(SERVE), "serve", "{model}", "--host", "{host}", "--port", "{port}",
+               "--device", "cpu"]  # fmt: skip
+    serving = {
+        "command": command,
+        "vision_args": [],
+        "lora_args": [],
+        "host": "127.0.0.1",
+        "state_dir": str(state_dir),
+        "env": SERVE_ENV,
+        "groups": [{"role": ["vlm", "llm"], "gpus": "", "port": p} for p in ports],
+    }
+    models = dict.fromkeys(("vlm", "llm", "judge"), spec)
+    return config_from_dict({"models": models, "serving": serving})
+
+
 class ServeFleet:
     """``n`` ``transformers serve MODEL --device cpu`` processes, each on its own port.
 
     Args:
         model_dir: the model folder every server serves.
         n: how many servers.
-        log_dir: where each server's output goes (``serve-<i>.log``).
+        log_dir: where each server's output goes (``<roles>-<port>.log``).
     """
 
     def __init__(self, model_dir: Path, n: int, log_dir: Path) -> None:
+        from capflow_core.serving_launch import plan
+
         self.model_dir = model_dir
-        self.ports = [free_port() for _ in range(n)]
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.cfg = serving_config(model_dir, [free_port() for _ in range(n)], log_dir)
+        self.launches = plan(self.cfg)
+        self.records: list[Any] = []
 
     @property
     def urls(self) -> list[str]:
         """The OpenAI base URLs (``http://127.0.0.1:PORT/v1``), one per server."""
-        return [f"http://127.0.0.1:{p}/v1" for p in self.ports]
+        return [launch.url for launch in self.launches]
 
     def start(self) -> ServeFleet:
         """Launch every server (without waiting: :meth:`ready` does)."""
-        env = os.environ | {
-            "HF_HUB_OFFLINE": "1",
-            "TQDM_DISABLE": "1",
-            "OMP_NUM_THREADS": "1",
-            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-        }
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for i, port in enumerate(self.ports):
-            cmd = [str(SERVE), "serve", str(self.model_dir), "--host", "127.0.0.1",
-                   "--port", str(port), "--device", "cpu"]  # fmt: skip
-            with (self.log_dir / f"serve-{i}.log").open("ab") as log:
-                self.procs.append(
-                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                )
+        from capflow_core.serving_launch import start
+
+        self.records = [start(launch, self.cfg, self.log_dir) for launch in self.launches]
         return self
 
     def ready(self) -> float:
@@ -73,52 +92,26 @@ class ServeFleet:
             The seconds waited.
 
         Raises:
-            RuntimeError: a server exited or stayed unhealthy for ``HEALTH_TIMEOUT_S``, or
-                answered the warm-up request with an error.
+            InfrastructureError: a server exited or stayed unhealthy for ``HEALTH_TIMEOUT_S``
+                (with its log's end).
+            RuntimeError: a server answered the warm-up request with an error.
         """
+        from capflow_core.serving import wait_healthy
+
         t0 = time.perf_counter()
-        for i in range(len(self.procs)):
-            self._wait_healthy(i)
+        wait_healthy(self.cfg, self.records, HEALTH_TIMEOUT_S)
         self.warm_up()
         return time.perf_counter() - t0
-
-    def _wait_healthy(self, i: int) -> None:
-        import httpx
-
-        proc, port = self.procs[i], self.ports[i]
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"transformers serve exited ({proc.returncode}):\n{self.tail(i)}"
-                )
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"transformers serve not healthy after {HEALTH_TIMEOUT_S:g} s")
 
     def warm_up(self) -> float:
         """One short chat request to each server (it loads the model); returns the seconds."""
         return warm_up(self.urls, str(self.model_dir))
 
     def stop(self) -> None:
-        """Terminate every server, killing any that lingers."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
+        """Stop every server (its process group; SIGKILL after ``STOP_TIMEOUT_S``)."""
+        from capflow_core.serving import stop_all
 
-    def tail(self, i: int, n: int = 3000) -> str:
-        """The end of server ``i``'s log."""
-        return (self.log_dir / f"serve-{i}.log").read_text(errors="replace")[-n:]
+        stop_all(self.records, STOP_TIMEOUT_S)
 
     def __enter__(self) -> ServeFleet:
         return self.start()

@@ -21,8 +21,8 @@ import os
 
 log = logging.getLogger(__name__)
 # jemalloc's options, read once when deltalake's library starts allocating (tikv-jemallocator
-# prefixes the variable). In bench/dataset.py (100k rows), purging at once (0 ms) made a mixed
-# MERGE 1.8x slower; 300 ms cost nothing measurable and keeps the soak's runner flat.
+# prefixes the variable). In bench/dataset.py, purging at once (0 ms) made a mixed MERGE 1.8x
+# slower; 300 ms stays within run-to-run noise (100k and 1M rows) and keeps the soak flat.
 DELTALAKE_JEMALLOC_CONF = "dirty_decay_ms:300,muzzy_decay_ms:0"
 
 
