@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,17 +152,22 @@ class _Proxy:
                 self._conns.difference_update((client, upstream))
             self._slots.release()
 
-    def _pump_up(self, client: socket.socket, upstream: socket.socket, state: dict) -> None:
-        client.settimeout(0.5)
+    def _received(self, sock: socket.socket) -> Iterator[bytes]:
+        """What ``sock`` receives, chunk by chunk, until EOF, an error or the proxy stops."""
+        sock.settimeout(0.5)
         while not self._stop.is_set():
             try:
-                data = client.recv(_CHUNK)
+                data = sock.recv(_CHUNK)
             except TimeoutError:
                 continue
             except OSError:
-                break
+                return
             if not data:
-                break
+                return
+            yield data
+
+    def _pump_up(self, client: socket.socket, upstream: socket.socket, state: dict) -> None:
+        for data in self._received(client):
             if state["request_start"]:
                 state["request_start"], state["down"], state["up"] = False, 0, 0
                 state["fault"] = fault = self._take(data)
@@ -186,16 +192,7 @@ class _Proxy:
         _shutdown(upstream)
 
     def _pump_down(self, upstream: socket.socket, client: socket.socket, state: dict) -> None:
-        upstream.settimeout(0.5)
-        while not self._stop.is_set():
-            try:
-                data = upstream.recv(_CHUNK)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
+        for data in self._received(upstream):
             state["request_start"] = True
             fault = state["fault"]
             if fault and fault.kind == "cut" and not fault.upstream:
