@@ -1,4 +1,4 @@
-"""Reading the ``captions`` Delta table (THE dataset, ARCHITECTURE.md §3): its layout,
+"""Reading the ``captions`` Delta table (THE dataset, docs/architecture.md, "Tables"): its layout,
 versions, time travel.
 
 The stored schema is ``records.SCHEMA`` plus one column, ``cohort`` (``YYYY-MM``, the UTC

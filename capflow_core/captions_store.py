@@ -1,4 +1,4 @@
-"""Writing the ``captions`` Delta table: THE dataset (ARCHITECTURE.md §3), one row per asset.
+"""Writing the ``captions`` Delta table, THE dataset: one row per asset (docs/architecture.md).
 
 A run that passes the gate lands as ONE MERGE commit keyed on ``asset_id`` (upserts of
 its staged rows and deletes of removed assets together), and that commit's Delta version

@@ -1,6 +1,6 @@
 """Typed configuration, loaded from YAML and validated in one place.
 
-Rule (ARCHITECTURE.md §5): an explicit path wins, else ``$CAPFLOW_CONFIG``, else the packaged
+Rule (docs/configuration.md): an explicit path wins, else ``$CAPFLOW_CONFIG``, else the packaged
 ``configs/tiny.yaml``. Relative paths in a config resolve against the config file's folder;
 a model value is a path when it starts with ``/``, ``./``, ``../`` or ``~``, else a hub id.
 """

@@ -1,4 +1,4 @@
-"""Cost accounting (ARCHITECTURE.md §3).
+"""Cost accounting (docs/architecture.md, "Tables").
 
 GPU-seconds of a run = wall time of its caption stage x GPUs behind the backends it used,
 allocated to captions in proportion to their tokens; ``cost_usd`` = that x $/GPU-hour. The

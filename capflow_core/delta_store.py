@@ -1,4 +1,4 @@
-"""The ``assets`` Delta table (ARCHITECTURE.md §3) and the listing diff against it.
+"""The ``assets`` Delta table (docs/architecture.md, "Tables") and the listing diff against it.
 
 :func:`diff` takes the listing in chunks: for each chunk it reads only the matching rows
 (keyed by ``source_uri``), classifies every object (new / changed / unchanged), MERGEs the

@@ -1,4 +1,4 @@
-"""The three error kinds of ARCHITECTURE.md §6.
+"""The three error kinds (docs/architecture.md, "Errors").
 
 Item errors are recorded on the sample and the batch goes on; infrastructure errors are
 raised so the caller (a Prefect task later) retries; configuration errors stop a run before

@@ -1,4 +1,4 @@
-"""The ``models`` Delta table (ARCHITECTURE.md §3): the fine-tuned captioner registry.
+"""The ``models`` Delta table (docs/architecture.md, "Tables"): the fine-tuned captioner registry.
 
 One row per registered captioner, keyed on ``name`` + ``number`` (1, 2, ... per name), with
 its lineage: base model and revision, dataset version, hyperparameters, seed, losses, eval

@@ -1,4 +1,4 @@
-"""The canonical per-sample record (ARCHITECTURE.md §3) and its pyarrow schema.
+"""The canonical per-sample record (docs/architecture.md, "Tables") and its pyarrow schema.
 
 Stages fill entries of one lean record; they never add top-level fields. Every other layer
 imports the record from here.

@@ -1,7 +1,7 @@
 """Where a preprocessing run's outcome is stored: the ``rejects`` table and reconciliation.
 
-``<root>/tables/rejects`` (ARCHITECTURE.md §3 plus ``shard``) gets each shard's rejection
-rows by a MERGE keyed on ``(run_id, source_uri)`` that only inserts, run *before* the
+``<root>/tables/rejects`` (docs/architecture.md, "Tables"; plus ``shard``) gets each shard's
+rejection rows by a MERGE keyed on ``(run_id, source_uri)`` that only inserts, run *before* the
 shard's ``_PREPARED`` marker: a shard redone after a crash re-MERGEs the same rows and adds
 none. Losing a commit race (a concurrent writer) re-opens the table and retries.
 

@@ -1,4 +1,4 @@
-"""The ``runs`` Delta table (ARCHITECTURE.md §3): one row per refresh run.
+"""The ``runs`` Delta table (docs/architecture.md, "Tables"): one row per refresh run.
 
 A run's row is written several times as it goes (started, gate result, promoted version,
 cost); each :func:`record_run` MERGEs only the fields it is given, keyed on ``run_id``,

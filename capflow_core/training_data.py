@@ -1,4 +1,4 @@
-"""MetaCaptioner's training set from one dataset version (PAPER_NOTES "MetaCaptioner").
+"""MetaCaptioner's training set from one dataset version (docs/paper.md, "MetaCaptioner").
 
 Accepted captions only; captions written by a fine-tuned captioner (``captioner`` starting
 with :data:`FINETUNED_PREFIX`) are left out unless ``finetune.allow_self_training``. The

@@ -1,5 +1,5 @@
 """The ``capflow-refresh`` Prefect flow: ingest -> preprocess -> caption -> gate -> version
--> report (ARCHITECTURE.md §4).
+-> report (docs/architecture.md, "Orchestration").
 
 Tasks exchange run ids and URIs, never bulk data; each wraps a plain function of ``tasks/``.
 Parameters are a config path plus overrides (JSON), so a run is reproducible from its

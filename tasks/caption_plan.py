@@ -1,4 +1,4 @@
-"""What a run captions (ARCHITECTURE.md §3, "What gets captioned").
+"""What a run captions (docs/architecture.md, "What gets captioned").
 
 1. This run's prepared shards: new and changed source objects.
 2. Carry-over: known active assets whose caption is stale — the stored domain's current

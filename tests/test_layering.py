@@ -1,4 +1,4 @@
-"""Import direction (STYLE.md rule 1) and lazy heavy imports (rule 8), checked for real."""
+"""Import direction and lazy heavy imports, checked for real."""
 
 from __future__ import annotations
 
